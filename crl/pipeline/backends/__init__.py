@@ -1,0 +1,28 @@
+"""Generation backends behind one interface (``base.Backend``), chosen by name."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from crl.errors import CrlError
+from crl.pipeline.backends.base import Backend, Sample, SamplingConfig
+
+BACKENDS = ("auto", "hf", "vllm")
+
+
+def make_backend(name: str, model: str, **options: object) -> Backend:
+    """``hf`` (transformers), ``vllm``, or ``auto``: vLLM where it is importable, else transformers."""
+    if name not in BACKENDS:
+        raise CrlError(f"--backend {name}: choose one of {', '.join(BACKENDS)}")
+    if name == "auto":
+        name = "vllm" if importlib.util.find_spec("vllm") else "hf"
+    if name == "vllm":
+        from crl.pipeline.backends.vllm import VLLMBackend
+
+        return VLLMBackend(model, **{k: v for k, v in options.items() if k in VLLMBackend.OPTIONS})
+    from crl.pipeline.backends.hf import HFBackend
+
+    return HFBackend(model, **{k: v for k, v in options.items() if k in ("device", "batch_size")})
+
+
+__all__ = ["Backend", "Sample", "SamplingConfig", "make_backend", "BACKENDS"]

@@ -1,0 +1,162 @@
+"""Prompt sets: reading them (Parquet or JSONL, common field names), final answers, and rendering.
+
+A prompt set needs a problem (``prompt``, ``problem`` or ``question``) and a gold answer (``answer``, else
+``final_answer``, else the last ``\\boxed{}`` of a ``solution``); ``id`` and ``source`` are optional.
+GSM8K-style answers ("... #### 18") and MATH-style solutions yield their final answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from crl.errors import CrlError
+
+PROMPT_FIELDS = ("prompt", "problem", "question")
+ANSWER_FIELDS = ("answer", "final_answer", "solution")
+TEMPLATES = ("auto", "chat", "plain")
+BOXED_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+
+
+def data_home() -> Path:
+    """Where ``crl data`` keeps prompt sets: $CRL_DATA_DIR, else ~/.cache/crl/data."""
+    return Path(os.environ.get("CRL_DATA_DIR", Path.home() / ".cache" / "crl" / "data"))
+
+
+def resolve(spec: str | Path) -> Path:
+    """A prompt-set path, or the file of a named set (shipped in data/, or pulled into the data home)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    from crl.default import DATA_DIR
+
+    for folder in (DATA_DIR, data_home()):
+        for ext in (".parquet", ".jsonl"):
+            if (folder / f"{spec}{ext}").is_file():
+                return folder / f"{spec}{ext}"
+    raise CrlError(f"{spec}: no such file, and no prompt set of that name (see `crl data list`)")
+
+
+def final_answer(text: str) -> str:
+    """The final answer of a gold field: after '####', else the last \\boxed{}, else the text itself."""
+    if "####" in text:
+        return text.rsplit("####", 1)[1].strip().replace(",", "")
+    boxed = last_boxed(text)
+    return boxed if boxed is not None else text.strip()
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...} in ``text``, braces balanced, or None."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1 : j].strip()
+    return None
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl" or path.suffix == ".json":
+        rows = []
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise CrlError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        return rows
+    if path.suffix == ".parquet":
+        from crl.pipeline.schemas import read_parquet
+
+        return read_parquet(path).to_dicts()
+    raise CrlError(f"{path}: prompt sets are .parquet or .jsonl files")
+
+
+def _as_answer(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:
+            return ", ".join(str(v) for v in json.loads(value.replace("'", '"')))
+        except json.JSONDecodeError:
+            return value
+    return final_answer(str(value))
+
+
+def load_prompts(spec: str | Path, limit: int | None = None) -> pl.DataFrame:
+    """A prompt set as columns id, prompt (text or chat messages as JSON), answer, source."""
+    path = resolve(spec)
+    rows = _read_rows(path)
+    if not rows:
+        raise CrlError(f"{path}: holds no prompts")
+    fields = rows[0].keys()
+    p_field = next((f for f in PROMPT_FIELDS if f in fields), None)
+    a_field = next((f for f in ANSWER_FIELDS if f in fields), None)
+    if p_field is None:
+        raise CrlError(f"{path}: no prompt column (expected one of {', '.join(PROMPT_FIELDS)})")
+    if a_field is None:
+        raise CrlError(f"{path}: no answer column (expected one of {', '.join(ANSWER_FIELDS)})")
+    out: dict[str, list[str]] = {"id": [], "prompt": [], "answer": [], "source": []}
+    seen: dict[str, int] = {}
+    for n, row in enumerate(rows[:limit] if limit else rows, 1):
+        problem, answer = row.get(p_field), row.get(a_field)
+        if problem is None or answer is None or (isinstance(problem, str) and not problem.strip()):
+            raise CrlError(f"{path}: row {n} has an empty {p_field if problem is None else a_field}")
+        prompt = problem if isinstance(problem, str) else json.dumps(problem)
+        pid = str(row["id"]) if row.get("id") is not None else hashlib.sha1(prompt.encode()).hexdigest()[:16]
+        seen[pid] = seen.get(pid, 0) + 1
+        out["id"].append(pid if seen[pid] == 1 else f"{pid}-{seen[pid] - 1}")
+        out["prompt"].append(prompt)
+        out["answer"].append(_as_answer(answer))
+        out["source"].append(str(row.get("source") or path.stem))
+    return pl.DataFrame(out)
+
+
+def _messages(prompt: str) -> list[dict[str, str]] | None:
+    if prompt.startswith("[{"):
+        try:
+            msgs = json.loads(prompt)
+        except json.JSONDecodeError:
+            return None
+        if all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
+            return msgs
+    return None
+
+
+def render(prompt: str, tokenizer: Any, template: str = "auto", instruction: str = "") -> str:
+    """The text the model sees: the problem (plus ``instruction``) in the chat template, or as it is."""
+    if template not in TEMPLATES:
+        raise CrlError(f"--template: unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+    has_chat = getattr(tokenizer, "chat_template", None) is not None
+    messages = _messages(prompt)
+    if template == "chat" and not has_chat:
+        raise CrlError("--template chat: the tokenizer has no chat template (use --template plain)")
+    if messages is None:
+        text = f"{prompt} {instruction}".strip() if instruction else prompt
+        if template == "plain" or not has_chat:
+            return text
+        messages = [{"role": "user", "content": text}]
+    if not has_chat:
+        raise CrlError("a prompt given as chat messages needs a tokenizer with a chat template")
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def shard(df: pl.DataFrame, spec: str | None) -> tuple[pl.DataFrame, tuple[int, int] | None]:
+    """Rows i, i+n, i+2n, ... for ``--shard i/n``."""
+    if not spec:
+        return df, None
+    m = re.fullmatch(r"(\d+)/(\d+)", spec)
+    if not m or not 0 <= int(m[1]) < int(m[2]):
+        raise CrlError(f"--shard {spec}: expected i/n with 0 <= i < n, e.g. 3/8")
+    i, n = int(m[1]), int(m[2])
+    return df.gather_every(n, offset=i), (i, n)
