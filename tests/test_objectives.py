@@ -1,0 +1,552 @@
+"""Objectives against naive float64 references written from OBJECTIVES.md with explicit loops over groups,
+plus the invariances (permutation, padding, micro-batch split), ConSPO's gradient identities, the
+zero-gradient cases and small examples worked out by hand."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from crl.errors import CrlError
+from crl.objectives import OBJECTIVES, Batch, get_objective, options
+
+torch.set_default_dtype(torch.float64)
+
+
+# ---- random batches ------------------------------------------------------------------------------
+
+KINDS = ("mixed", "pos", "mixed", "neg", "mixed", "mixed")
+
+
+def make_batch(seed: int, kinds=KINDS, T: int = 9, ref: bool = True, garbage: float = 100.0) -> Batch:
+    """Groups of 2..5 rollouts (mixed, all-positive, all-negative rewards), ragged completions that do not
+    always start at column 0, garbage in every padded position."""
+    g = torch.Generator().manual_seed(seed)
+    rewards, group = [], []
+    for i, kind in enumerate(kinds):
+        K = int(torch.randint(2, 6, (1,), generator=g))
+        r = {"pos": [1.0] * K, "neg": [0.0] * K}.get(kind)
+        if r is None:
+            npos = int(torch.randint(1, K, (1,), generator=g))
+            r = [1.0] * npos + [0.0] * (K - npos)
+            r = [r[j] for j in torch.randperm(K, generator=g)]
+        rewards += r
+        group += [i] * K
+    B = len(rewards)
+    mask = torch.zeros(B, T)
+    for k in range(B):
+        L = int(torch.randint(1, T - 1, (1,), generator=g))
+        start = int(torch.randint(0, T - L + 1, (1,), generator=g))
+        mask[k, start : start + L] = 1
+    logp = -3 * torch.rand(B, T, generator=g)
+    old = logp + 0.05 + 0.3 * torch.randn(B, T, generator=g)
+    ref_logp = logp + 0.2 * torch.randn(B, T, generator=g)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask > 0, x, garbage * torch.randn(B, T, generator=g))
+
+    return Batch(
+        logp=pad(logp).requires_grad_(),
+        old_logp=pad(old),
+        mask=mask,
+        reward=torch.tensor(rewards),
+        group=torch.tensor(group),
+        ref_logp=pad(ref_logp) if ref else None,
+    )
+
+
+def with_logp(b: Batch, logp: torch.Tensor) -> Batch:
+    return Batch(logp, b.old_logp, b.mask, b.reward, b.group, b.ref_logp)
+
+
+def run(name: str, b: Batch, opts: dict, ctx: dict):
+    return get_objective(name)(b, **opts, **ctx)
+
+
+# ---- naive references: loops over groups and rollouts ---------------------------------------------
+
+
+def rollouts(b: Batch) -> dict[int, list[dict]]:
+    """Each group's rollouts as dicts of their completion tokens only."""
+    out: dict[int, list[dict]] = {}
+    for k in range(len(b.reward)):
+        on = b.mask[k] > 0
+        ref = b.ref_logp if b.ref_logp is not None else b.old_logp
+        out.setdefault(int(b.group[k]), []).append(
+            {"lp": b.logp[k][on], "old": b.old_logp[k][on], "ref": ref[k][on], "r": float(b.reward[k])}
+        )
+    return out
+
+
+def split(rs):
+    return [o for o in rs if o["r"] > 0], [o for o in rs if o["r"] <= 0]
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def k3(lp, ref):
+    return torch.exp(ref - lp) - (ref - lp) - 1
+
+
+def ref_conspo(b, tau=10.0, margin=0.01, alpha=0.3, progress=0.0):
+    m = margin / 2 * (1 - math.cos(math.pi * min(progress / alpha, 1)))
+    losses = []
+    for rs in rollouts(b).values():
+        P, N = split(rs)
+        if not P or not N:
+            continue
+        J = 0
+        for i in P:
+            si = i["lp"].mean()
+            num = torch.exp((si - m) / tau)
+            J = J + tau * torch.log(num / (num + sum(torch.exp(j["lp"].mean() / tau) for j in N)))
+        losses.append(-J / len(P))
+    return losses
+
+
+def ref_rence(
+    b, form="per-positive", score="logratio", beta=1.0, margin=0.0, kl_coef=0.0, target_kl=None,
+    easy_threshold=1.0,
+):
+    def z(o):
+        if score == "logratio":
+            return beta * (o["lp"].sum() - o["old"].sum())
+        if score == "normalized":
+            return beta * (o["lp"].mean() - o["old"].mean())
+        return beta * o["lp"].mean()
+
+    losses = []
+    for rs in rollouts(b).values():
+        P, N = split(rs)
+        if not P or not N or len(P) / len(rs) >= easy_threshold:
+            continue
+        zp = [torch.exp(z(i) - margin) for i in P]
+        zn = [torch.exp(z(j)) for j in N]
+        if form == "per-positive":
+            loss = -mean([torch.log(e / (e + sum(zn))) for e in zp])
+        else:
+            loss = -torch.log(sum(zp) / (sum(zp) + sum(zn)))
+        if kl_coef:
+            kl = mean([k3(o["lp"], o["ref"]).mean() for o in rs])
+            w = kl_coef if target_kl is None else kl_coef * max(float(kl.detach()) - target_kl, 0)
+            loss = loss + w * kl
+        losses.append(loss)
+    return losses
+
+
+def ref_disco_kl(b, delta, beta):
+    lp = torch.cat([o["lp"] for rs in rollouts(b).values() for o in rs])
+    old = torch.cat([o["old"] for rs in rollouts(b).values() for o in rs])
+    kl = (old - lp).mean()
+    return beta * max(float(kl.detach()) - delta, 0) * kl  # the weight is a constant
+
+
+def disco_score(o, score):
+    return o["lp"].mean() if score == "loglik" else torch.exp(o["lp"] - o["old"]).mean()
+
+
+def ref_disco(b, score="loglik", tau=None, delta=1e-4, beta=1e3):
+    tau = tau or (10.0 if score == "loglik" else 1.0)
+    losses = []
+    for rs in rollouts(b).values():
+        P, N = split(rs)
+        if P and N:
+            pos = mean([disco_score(i, score) for i in P])
+            losses.append(-(pos - tau * torch.log(sum(torch.exp(disco_score(j, score) / tau) for j in N))))
+    return losses, ref_disco_kl(b, delta, beta)
+
+
+def ref_disco_b(b, score="loglik", delta=1e-4, beta=1e3):
+    losses = []
+    for rs in rollouts(b).values():
+        P, N = split(rs)
+        if P and N:
+            pos, neg = mean([disco_score(i, score) for i in P]), mean([disco_score(j, score) for j in N])
+            losses.append(-(pos - neg))
+    return losses, ref_disco_kl(b, delta, beta)
+
+
+def ref_copg(b, beta=0.1):
+    losses = []
+    for rs in rollouts(b).values():
+        P, N = split(rs)
+        if not P or not N:
+            continue
+        R = [o["r"] - beta * (o["lp"].sum() - o["ref"].sum()) for o in rs]
+        K = len(rs)
+        losses.append(sum((R[i] - R[j]) ** 2 for i in range(K) for j in range(i + 1, K)) / (K - 1))
+    return losses
+
+
+def ref_online_dpo(b, beta=0.1):
+    losses = []
+    for rs in rollouts(b).values():
+        P, N = split(rs)
+        if not P or not N:
+            continue
+
+        def u(o):
+            return beta * (o["lp"].sum() - o["ref"].sum())
+
+        chosen = min(P, key=lambda o: u(o).item())
+        rejected = max(N, key=lambda o: u(o).item())
+        losses.append(-torch.nn.functional.logsigmoid(u(chosen) - u(rejected)))
+    return losses
+
+
+def surrogate(o, A, low, high):
+    rho = torch.exp(o["lp"] - o["old"])
+    return -torch.minimum(rho * A, rho.clamp(1 - low, 1 + high) * A)
+
+
+def ref_grpo(b, clip_eps=0.2, beta=0.0, eps=1e-4):
+    losses = []
+    for rs in rollouts(b).values():
+        r = [o["r"] for o in rs]
+        A = [(x - mean(r)) / (statistics.stdev(r) + eps) for x in r]
+        losses.append(mean([(surrogate(o, a, clip_eps, clip_eps) + beta * k3(o["lp"], o["ref"])).mean()
+                            for o, a in zip(rs, A)]))
+    return losses
+
+
+def ref_dapo(b, clip_low=0.2, clip_high=0.28, overlong_cache=None, eps=1e-4, max_new_tokens=None):
+    cache = max_new_tokens // 5 if overlong_cache is None and max_new_tokens else overlong_cache
+    total, tokens = 0, 0
+    for rs in rollouts(b).values():
+        P, N = split(rs)
+        if not P or not N:
+            continue
+        r = []
+        for o in rs:
+            x = 1.0 if o["r"] > 0 else -1.0
+            L = len(o["lp"])
+            if max_new_tokens and cache and L > max_new_tokens - cache:
+                x += max((max_new_tokens - cache - L) / cache, -1.0)
+            r.append(x)
+        for o, x in zip(rs, r):
+            A = (x - mean(r)) / (statistics.stdev(r) + eps)
+            total = total + surrogate(o, A, clip_low, clip_high).sum()
+            tokens += len(o["lp"])
+    return total, tokens
+
+
+def ref_dr_grpo(b, clip_eps=0.2, max_new_tokens=None):
+    losses = []
+    for rs in rollouts(b).values():
+        r = [o["r"] for o in rs]
+        losses.append(mean([surrogate(o, x - mean(r), clip_eps, clip_eps).sum() / max_new_tokens
+                            for o, x in zip(rs, r)]))
+    return losses
+
+
+def ref_rft(b):
+    return [o["lp"].mean() * -1 for rs in rollouts(b).values() for o in rs if o["r"] > 0]
+
+
+def reference_loss(name, b, opts, ctx):
+    """(loss, units) from the naive references: the mean over the units."""
+    kw = opts | ctx
+    if name == "dapo":
+        total, tokens = ref_dapo(b, **kw)
+        return total / max(tokens, 1), tokens
+    if name in ("disco", "disco-b"):
+        losses, constraint = (ref_disco if name == "disco" else ref_disco_b)(b, **kw)
+        return (sum(losses) / len(losses) + constraint if losses else b.logp.sum() * 0), len(losses)
+    fn = {"conspo": ref_conspo, "rence": ref_rence, "copg": ref_copg, "online-dpo": ref_online_dpo,
+          "grpo": ref_grpo, "dr-grpo": ref_dr_grpo, "rft": ref_rft}[name]
+    losses = fn(b, **kw)
+    return (sum(losses) / len(losses) if losses else b.logp.sum() * 0), len(losses)
+
+
+CASES = [
+    ("conspo", {}, {"progress": 0.5}),
+    ("conspo", {"tau": 1.0, "margin": 0.3, "alpha": 0.5}, {"progress": 0.2}),
+    ("rence", {}, {}),
+    ("rence", {"form": "marginal", "margin": 0.2}, {}),
+    ("rence", {"score": "normalized", "beta": 3.0, "margin": 0.1}, {}),
+    ("rence", {"score": "plain", "beta": 0.5, "kl_coef": 0.1}, {}),
+    ("rence", {"kl_coef": 2.0, "target_kl": 0.01, "easy_threshold": 0.7}, {}),
+    ("disco", {}, {}),
+    ("disco", {"score": "ratio", "delta": 10.0}, {}),
+    ("disco-b", {}, {}),
+    ("disco-b", {"score": "ratio"}, {}),
+    ("copg", {}, {}),
+    ("copg", {"beta": 0.5}, {}),
+    ("online-dpo", {}, {}),
+    ("online-dpo", {"beta": 1.0}, {}),
+    ("grpo", {}, {}),
+    ("grpo", {"beta": 0.04, "clip_eps": 0.1}, {}),
+    ("dapo", {}, {"max_new_tokens": 7}),
+    ("dapo", {"overlong_cache": 3, "clip_high": 0.4}, {"max_new_tokens": 6}),
+    ("dapo", {}, {}),
+    ("dr-grpo", {}, {"max_new_tokens": 8}),
+    ("rft", {}, {}),
+]
+IDS = [f"{n}-{i}" for i, (n, _, _) in enumerate(CASES)]
+
+
+def test_every_objective_is_covered():
+    assert {n for n, _, _ in CASES} == set(OBJECTIVES)
+
+
+def test_random_batches_exercise_clipping():
+    b = make_batch(0)
+    assert 0 < get_objective("grpo")(b)[1]["clip_frac"] < 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+def test_matches_naive_reference(name, opts, ctx, seed):
+    b = make_batch(seed, ref=seed == 0)  # seed 1: no reference model, old_logp stands in
+    loss, stats = run(name, b, opts, ctx)
+    (grad,) = torch.autograd.grad(loss, b.logp)
+    want, units = reference_loss(name, b, opts, ctx)
+    (want_grad,) = torch.autograd.grad(want, b.logp)
+    assert stats["units"] == units
+    torch.testing.assert_close(loss, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-9, atol=1e-12)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in stats.values())
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+def test_permuting_rollouts_changes_nothing(name, opts, ctx):
+    b = make_batch(2)
+    perm = torch.randperm(len(b.reward), generator=torch.Generator().manual_seed(0))
+    logp = b.logp.detach()[perm].requires_grad_()
+    shuffled = Batch(logp, b.old_logp[perm], b.mask[perm], b.reward[perm], b.group[perm], b.ref_logp[perm])
+    loss, stats = run(name, b, opts, ctx)
+    loss2, stats2 = run(name, shuffled, opts, ctx)
+    torch.testing.assert_close(loss2, loss, rtol=1e-10, atol=1e-12)
+    grad, grad2 = torch.autograd.grad(loss, b.logp)[0], torch.autograd.grad(loss2, logp)[0]
+    torch.testing.assert_close(grad2, grad[perm])
+    assert stats2 == pytest.approx(stats)
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+def test_padding_changes_nothing(name, opts, ctx):
+    clean = make_batch(3, garbage=0.0)
+    dirty = make_batch(3, garbage=1e4)  # exp(1e4) overflows: padding must never reach a ratio
+    B, extra = len(clean.reward), 4
+
+    def widen(x):
+        return torch.cat([x, 1e4 * torch.randn(B, extra)], 1)
+
+    logp = widen(dirty.logp.detach()).requires_grad_()
+    wide = Batch(logp, widen(dirty.old_logp), torch.cat([dirty.mask, torch.zeros(B, extra)], 1),
+                 dirty.reward, dirty.group, widen(dirty.ref_logp))
+    loss, stats = run(name, clean, opts, ctx)
+    loss2, stats2 = run(name, wide, opts, ctx)
+    grad = torch.autograd.grad(loss, clean.logp)[0]
+    grad2 = torch.autograd.grad(loss2, logp)[0]
+    torch.testing.assert_close(loss2, loss)
+    torch.testing.assert_close(grad2[:, : grad.shape[1]], grad)
+    assert (grad2[wide.mask == 0] == 0).all()
+    assert stats2 == pytest.approx(stats)
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), [c for c in CASES if not c[0].startswith("disco")] +
+                         [("disco", {"delta": 10.0}, {}), ("disco-b", {"delta": 10.0}, {})])
+def test_micro_batches_add_up_to_the_batch(name, opts, ctx):
+    """sum over micro-batches of loss * units, divided by the total units, is the whole batch's loss (the
+    DisCO KL constraint is over the tensors passed in, so it is switched off here)."""
+    b = make_batch(4)
+    loss, stats = run(name, b, opts, ctx)
+    total, units = 0, 0
+    for part in ([0, 3], [1, 2, 5], [4]):
+        rows = torch.isin(b.group, torch.tensor(part))
+        renumber = torch.tensor([part.index(int(x)) for x in b.group[rows]])
+        mb = Batch(b.logp[rows], b.old_logp[rows], b.mask[rows], b.reward[rows], renumber, b.ref_logp[rows])
+        part_loss, part_stats = run(name, mb, opts, ctx)
+        total, units = total + part_loss * part_stats["units"], units + part_stats["units"]
+    assert units == stats["units"]
+    torch.testing.assert_close(total / units, loss)
+    grad, grad2 = torch.autograd.grad(loss, b.logp)[0], torch.autograd.grad(total / units, b.logp)[0]
+    torch.testing.assert_close(grad2, grad)
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+def test_no_usable_unit_gives_zero_loss_with_a_grad_path(name, opts, ctx):
+    if name in ("grpo", "dr-grpo"):
+        pytest.skip("every group is a unit (with zero advantage when flat)")
+    kinds = ("neg", "neg") if name == "rft" else ("pos", "neg", "pos")
+    b = make_batch(5, kinds=kinds)
+    loss, stats = run(name, b, opts, ctx)
+    assert stats["units"] == 0 and loss.item() == 0
+    (grad,) = torch.autograd.grad(loss, b.logp)
+    assert torch.isfinite(grad).all()
+    assert all(math.isfinite(v) for v in stats.values())
+    if name != "rft":
+        assert stats["groups_dropped"] == len(kinds)
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), [
+    ("grpo", {}, {}), ("grpo", {"clip_eps": 0.1, "eps": 0.0}, {}), ("dapo", {}, {"max_new_tokens": 7}),
+    ("dapo", {}, {}), ("dr-grpo", {}, {"max_new_tokens": 8}),
+])
+def test_equal_rewards_give_no_gradient(name, opts, ctx):
+    b = make_batch(6)
+    loss, _ = run(name, b, opts, ctx)
+    (grad,) = torch.autograd.grad(loss, b.logp)
+    flat = torch.isin(b.group, torch.tensor([1, 3]))  # KINDS[1] is all-positive, KINDS[3] all-negative
+    assert (grad[flat] == 0).all() and (grad[~flat] != 0).any()
+    only_flat = make_batch(6, kinds=("pos", "neg"))
+    loss, _ = run(name, only_flat, opts, ctx)
+    assert loss.item() == 0 and (torch.autograd.grad(loss, only_flat.logp)[0] == 0).all()
+
+
+# ---- ConSPO's gradient identities (OBJECTIVES.md) ------------------------------------------------
+
+
+def test_conspo_gradient_identities_at_margin_0():
+    """With one-token completions s_k is logp[k, 0], so the gradient of -loss is dJ/ds."""
+    tau = 2.0
+    s = torch.tensor([-0.3, -1.2, -0.7, -0.5, -2.0, -0.9, -0.1])
+    pos = torch.tensor([1, 1, 1, 0, 0, 0, 0.0])
+    logp = s[:, None].clone().requires_grad_()
+    b = Batch(logp, s[:, None], torch.ones(7, 1), pos, torch.zeros(7, dtype=torch.long))
+    loss, _ = get_objective("conspo")(b, tau=tau, margin=0.0)
+    dJ = -torch.autograd.grad(loss, logp)[0][:, 0]
+    P, N = pos > 0, pos == 0
+    e = torch.exp(s / tau)
+    denom = e[P] + e[N].sum()  # one InfoNCE denominator per positive
+    P_i = e[P] / denom
+    torch.testing.assert_close(dJ[P], (1 - P_i) / P.sum())
+    weights = e[N][None, :] / denom[:, None]  # [positive, negative] softmax weights of the negatives
+    torch.testing.assert_close(dJ[N], -weights.mean(0))
+    torch.testing.assert_close(dJ[P].sum(), -dJ[N].sum())
+    order = s[N].argsort()  # a higher-scoring negative gets more (negative) gradient
+    assert (dJ[N][order].diff() < 0).all()
+
+
+def test_conspo_margin_follows_the_cosine_curriculum():
+    b = make_batch(0)
+    margin = {f: get_objective("conspo")(b, margin=1.0, alpha=0.3, progress=f)[1]["margin"] for f in
+              (0.0, 0.15, 0.3, 0.9)}
+    assert margin == pytest.approx({0.0: 0.0, 0.15: 0.5, 0.3: 1.0, 0.9: 1.0})
+
+
+# ---- small examples worked out by hand -----------------------------------------------------------
+
+
+def hand_batch(logp, old, reward, ref=None):
+    """One group; rows given as token lists of different lengths, padded with -99."""
+    T = max(map(len, logp))
+
+    def pad(rows):
+        return torch.tensor([r + [-99.0] * (T - len(r)) for r in rows])
+
+    mask = torch.tensor([[1.0] * len(r) + [0.0] * (T - len(r)) for r in logp])
+    return Batch(pad(logp).requires_grad_(), pad(old), mask, torch.tensor(reward),
+                 torch.zeros(len(logp), dtype=torch.long), None if ref is None else pad(ref))
+
+
+def test_conspo_by_hand():
+    # tau = 1, margin 0. Positive A: tokens [-1, -1], s_A = -1; positive B: [-2], s_B = -2;
+    # negative C: [-1, -3], s_C = -2.
+    #   J_A = log(e^-1 / (e^-1 + e^-2)) = -log(1 + e^-1) = -0.313261687518
+    #   J_B = log(e^-2 / (e^-2 + e^-2)) = -log 2          = -0.693147180560
+    #   loss = -(J_A + J_B) / 2 = 0.503204434039
+    # dJ/ds_A = (1 - P_A)/2 with P_A = 1/(1 + e^-1) = 0.731058578630 -> 0.134470710685,
+    #   shared by A's 2 tokens:
+    #   d loss/d logp[A, t] = -0.067235355342
+    # dJ/ds_B = (1 - 1/2)/2 = 0.25 (one token): d loss/d logp[B, 0] = -0.25
+    # dJ/ds_C = -((1 - P_A) + 1/2)/2 = -0.384470710685, over 2 tokens: d loss/d logp[C, t] = +0.192235355342
+    b = hand_batch([[-1, -1], [-2], [-1, -3]], [[-1, -1], [-2], [-1, -3]], [1, 1, 0])
+    loss, stats = get_objective("conspo")(b, tau=1.0, margin=0.0)
+    assert loss.item() == pytest.approx(0.503204434039)
+    grad = torch.autograd.grad(loss, b.logp)[0]
+    want = torch.tensor([[-0.067235355342, -0.067235355342], [-0.25, 0], [0.192235355342, 0.192235355342]])
+    torch.testing.assert_close(grad, want, rtol=0, atol=1e-11)
+    # scores: positives (-1 + -2)/2 = -1.5, negative -2; hardest negative's weight (1 - P_A + 1/2)/2
+    assert stats == pytest.approx({
+        "score_pos": -1.5, "score_neg": -2.0, "score_gap": 0.5, "groups_dropped": 0.0, "margin": 0.0,
+        "hardest_neg_weight": 0.384470710685, "units": 1.0, "entropy": 8 / 5,  # mean -logp over 5 tokens
+    })
+
+
+def test_rence_by_hand():
+    # logratio score, beta = 1: z_A = (-1 - 1) - (-1.5 - 1.5) = 1, z_B = -2 - (-2) = 0, z_C = 0 (negative).
+    #   per-positive: (log(1 + e^-1) + log 2)/2 = (0.313261687518 + 0.693147180560)/2 = 0.503204434039
+    #   marginal: -log((e + 1)/(e + 1 + 1)) = log(4.718281828459/3.718281828459) = 0.238183026414
+    #   d(per-positive)/dS_A = -(1 - P_A)/2 = -0.134470710685 on each token of A (a sum, not a mean)
+    b = hand_batch([[-1, -1], [-2], [-1]], [[-1.5, -1.5], [-2], [-1]], [1, 1, 0])
+    loss, stats = get_objective("rence")(b)
+    assert loss.item() == pytest.approx(0.503204434039)
+    assert torch.autograd.grad(loss, b.logp)[0][0].tolist() == pytest.approx([-0.134470710685] * 2)
+    assert stats["score_pos"] == pytest.approx(0.5) and stats["score_neg"] == 0
+    loss, _ = get_objective("rence")(b, form="marginal")
+    assert loss.item() == pytest.approx(0.238183026414)
+    # margin 1 lowers z_A to 0 and z_B to -1: (log 2 + log(1 + e))/2 = (0.693147180560 + 1.313261687518)/2
+    loss, _ = get_objective("rence")(b, margin=1.0)
+    assert loss.item() == pytest.approx(1.003204434039)
+
+
+def test_grpo_by_hand():
+    # rewards [1, 0]: mean 0.5, sample std sqrt(0.5) -> A = +-0.5/0.707106781187 = +-0.707106781187 (eps 0).
+    # Positive: one token, rho = 1.5 > 1.2 with A > 0 -> clipped: loss -1.2 * 0.707106781187
+    #   = -0.848528137424, gradient 0.
+    # Negative: two on-policy tokens, rho = 1: -min(-A, -A) = 0.707106781187 each, mean 0.707106781187.
+    # loss = (-0.848528137424 + 0.707106781187)/2 = -0.070710678119
+    # d loss/d logp[neg, t] = -rho * A / L / K = 0.707106781187/2/2 = 0.176776695297; clip_frac = 1/3
+    b = hand_batch([[-1.0], [-1, -2]], [[-1 - math.log(1.5)], [-1, -2]], [1, 0])
+    loss, stats = get_objective("grpo")(b, eps=0.0)
+    assert loss.item() == pytest.approx(-0.070710678119)
+    grad = torch.autograd.grad(loss, b.logp)[0]
+    torch.testing.assert_close(grad, torch.tensor([[0, 0], [0.176776695297] * 2]), rtol=0, atol=1e-11)
+    assert stats["clip_frac"] == pytest.approx(1 / 3) and stats["units"] == 1
+
+
+def test_dapo_by_hand():
+    # max_new_tokens 4, cache 2: lengths 1, 3, 4 get penalties 0, -1/2, -1.
+    # Rewards [1, 1, 0] -> r = [1, 0.5, -2],
+    # mean -1/6, sample std = sqrt(((7/6)^2 + (2/3)^2 + (11/6)^2)/2) = sqrt(2.583333) = 1.607275126
+    # On-policy, so the loss is -sum_k L_k A_k / 8 tokens = -(1 * 7/6 + 3 * 2/3 + 4 * -11/6) / 8 / 1.607275126
+    #   = 4.166667 / 8 / 1.607275126 = 0.520833 / 1.607275126 = 0.324047405
+    b = hand_batch([[-1.0], [-1.0] * 3, [-1.0] * 4], [[-1.0], [-1.0] * 3, [-1.0] * 4], [1, 1, 0])
+    loss, stats = get_objective("dapo")(b, overlong_cache=2, eps=0.0, max_new_tokens=4)
+    assert loss.item() == pytest.approx(0.324047405)
+    assert stats["units"] == 8
+
+
+def test_copg_and_online_dpo_by_hand():
+    # beta 1, reference = old: implicit rewards u = S - S_ref = [0.5, -0.5, 1] for rewards [1, 1, 0].
+    # CoPG: R' = r - u = [0.5, 1.5, -1]; pairs (i<j): 1 + 2.25 + 6.25 = 9.5, over K - 1 = 2 -> 4.75
+    # online DPO: hardest positive u = -0.5 against the negative u = 1: -log sigmoid(-1.5) = 1.701413
+    b = hand_batch([[-1.0], [-2.0], [-1.0]], [[-1.5], [-1.5], [-2.0]], [1, 1, 0])
+    assert get_objective("copg")(b, beta=1.0)[0].item() == pytest.approx(4.75)
+    assert get_objective("online-dpo")(b, beta=1.0)[0].item() == pytest.approx(1.701413, abs=1e-6)
+
+
+# ---- options and errors -------------------------------------------------------------------------
+
+
+def test_documented_defaults():
+    assert options("conspo") == {"tau": 10.0, "margin": 0.01, "alpha": 0.3}
+    assert options("disco") == {"score": "loglik", "tau": None, "delta": 1e-4, "beta": 1e3}
+    assert options("dapo")["clip_low"] == 0.2 and options("dapo")["clip_high"] == 0.28
+    assert options("grpo") == {"clip_eps": 0.2, "beta": 0.0, "eps": 1e-4}
+    assert options("rence")["form"] == "per-positive" and options("rence")["score"] == "logratio"
+
+
+def test_disco_tau_follows_the_score():
+    b = make_batch(7)
+    for score, tau in (("loglik", 10.0), ("ratio", 1.0)):
+        fn = get_objective("disco")
+        assert fn(b, score=score)[0].item() == pytest.approx(fn(b, score=score, tau=tau)[0].item())
+
+
+def test_bad_options_are_user_errors():
+    b = make_batch(0)
+    with pytest.raises(CrlError):
+        get_objective("rence")(b, form="pairs")
+    with pytest.raises(CrlError):
+        get_objective("disco")(b, score="logit")
+    with pytest.raises(CrlError):
+        get_objective("dr-grpo")(b)
+    with pytest.raises(CrlError):
+        get_objective("no-such-thing")
