@@ -1,0 +1,5 @@
+"""``python -m crl`` runs the command line."""
+
+from crl.cli import main
+
+main()
