@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from crl.errors import CrlError
+from crl.verifiers.extract import gold_answer
 
 PROMPT_FIELDS = ("prompt", "problem", "question")
 ANSWER_FIELDS = ("answer", "final_answer", "solution")
@@ -41,27 +42,6 @@ def resolve(spec: str | Path) -> Path:
             if (folder / f"{spec}{ext}").is_file():
                 return folder / f"{spec}{ext}"
     raise CrlError(f"{spec}: no such file, and no prompt set of that name (see `crl data list`)")
-
-
-def final_answer(text: str) -> str:
-    """The final answer of a gold field: after '####', else the last \\boxed{}, else the text itself."""
-    if "####" in text:
-        return text.rsplit("####", 1)[1].strip().replace(",", "")
-    boxed = last_boxed(text)
-    return boxed if boxed is not None else text.strip()
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last \\boxed{...} in ``text``, braces balanced, or None."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1 : j].strip()
-    return None
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -90,7 +70,7 @@ def _as_answer(value: Any) -> str:
             return ", ".join(str(v) for v in json.loads(value.replace("'", '"')))
         except json.JSONDecodeError:
             return value
-    return final_answer(str(value))
+    return gold_answer(str(value))
 
 
 def load_prompts(spec: str | Path, limit: int | None = None) -> pl.DataFrame:

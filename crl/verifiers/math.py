@@ -1,0 +1,69 @@
+"""The `math` verifier: extract the final answer of a completion and test it for mathematical equivalence.
+
+Extraction (`extract.py`): the last `\\boxed{}`, else "final answer is", "the answer is", "Answer:", else the last
+number, after `</think>` when present. The gold answer may be a bare answer, a MATH solution (its last box) or
+GSM8K's "... #### 18". Both are normalised (`normalize.py`) and compared (`equivalence.py`): identical strings
+and integers are settled without sympy, which keeps the synthetic-arithmetic path at a few microseconds.
+"""
+
+from __future__ import annotations
+
+import re
+
+from crl.verifiers import Verdict, register
+from crl.verifiers.equivalence import equivalent, parse_node
+from crl.verifiers.extract import DEFAULT_STRATEGIES, extract_answer, gold_answer
+from crl.verifiers.latex import MAX_CHARS, Refused
+from crl.verifiers.normalize import normalize
+
+_INT = re.compile(r"^-?\d+$")
+
+
+def check(pred: str, gold: str) -> Verdict:
+    """Compare a normalised prediction with a normalised gold answer."""
+    if pred == gold:
+        return Verdict(1.0, pred, "ok")
+    if len(pred) > MAX_CHARS:
+        return Verdict(0.0, pred[:MAX_CHARS], "unparsable")
+    if _INT.match(pred) and _INT.match(gold):
+        return Verdict(float(int(pred) == int(gold)), pred, "ok")
+    if not pred:
+        return Verdict(0.0, pred, "unparsable")
+    try:
+        if equivalent(pred, gold):
+            return Verdict(1.0, pred, "ok")
+        node = parse_node(pred)
+    except Refused:
+        return Verdict(0.0, pred, "unparsable")
+    if node.kind == "text" and _kind(gold) != "text":
+        return Verdict(0.0, pred, "unparsable")
+    return Verdict(0.0, pred, "ok")
+
+
+def _kind(answer: str) -> str:
+    """The parsed kind of a normalised answer, "text" for a refused one."""
+    try:
+        return parse_node(answer).kind
+    except Refused:
+        return "text"
+
+
+@register("math")
+def verify(completion: str, answer: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES) -> Verdict:
+    """1.0 when the completion's final answer is mathematically equal to the gold answer."""
+    raw = extract_answer(completion, strategies)
+    if raw is None:
+        return Verdict(0.0, None, "no_answer")
+    pred = normalize(raw)
+    try:
+        return check(pred, normalize(gold_answer(str(answer))))
+    except RecursionError:
+        return Verdict(0.0, pred, "unparsable")
+    except Exception:  # a bug must cost one item, not a run
+        return Verdict(0.0, pred, "error")
+
+
+@register("math_boxed")
+def verify_boxed(completion: str, answer: str) -> Verdict:
+    """Like `math` but reads only a `\\boxed{}` answer (no phrase or last-number fallback): stricter format."""
+    return verify(completion, answer, strategies=("boxed",))
