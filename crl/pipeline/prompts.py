@@ -90,8 +90,10 @@ def load_prompts(spec: str | Path, limit: int | None = None) -> pl.DataFrame:
     seen: dict[str, int] = {}
     for n, row in enumerate(rows[:limit] if limit else rows, 1):
         problem, answer = row.get(p_field), row.get(a_field)
-        if problem is None or answer is None or (isinstance(problem, str) and not problem.strip()):
-            raise CrlError(f"{path}: row {n} has an empty {p_field if problem is None else a_field}")
+        if problem is None or (isinstance(problem, str) and not problem.strip()):
+            raise CrlError(f"{path}: row {n} has an empty {p_field}")
+        if answer is None or not str(answer).strip():
+            raise CrlError(f"{path}: row {n} has an empty {a_field}")
         prompt = problem if isinstance(problem, str) else json.dumps(problem)
         pid = str(row["id"]) if row.get("id") is not None else hashlib.sha1(prompt.encode()).hexdigest()[:16]
         seen[pid] = seen.get(pid, 0) + 1

@@ -1,0 +1,75 @@
+"""``crl data``: get prompt sets: ``pull`` a known one from the Hugging Face hub, ``import`` local files, ``list``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from crl.cli import app
+
+data_app = typer.Typer(
+    help="Prompt sets: pull known benchmarks from the Hugging Face hub, import local files, list what is there.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+Out = Annotated[
+    Optional[Path], typer.Option("--out", "-o", help="Folder to write NAME.parquet into (default: $CRL_DATA_DIR or ~/.cache/crl/data).")
+]
+
+
+def _report(results) -> None:
+    from crl.progress import console
+
+    for w in results:
+        skipped = f" ({w.skipped} rows without a problem or gold answer left out)" if w.skipped else ""
+        console.print(f"{w.name}: {w.rows} prompts -> {w.path}{skipped}")
+
+
+@data_app.command("pull")
+def pull_cmd(
+    name: Annotated[str, typer.Argument(help="A known set (see `crl data list`), e.g. math500, gsm8k_test, aime24.")],
+    out: Out = None,
+) -> None:
+    """Download a known benchmark or training set from the Hugging Face hub and write it as a prompt set."""
+    from crl.pipeline.datasets import pull
+
+    _report([pull(name, out)])
+
+
+@data_app.command("import")
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="JSONL, JSON, Parquet (plain or verl-style), a saved `datasets` folder, or a folder of files.")],
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Set name (default: the file's stem).")] = None,
+    out: Out = None,
+    split: Annotated[Optional[str], typer.Option(help="Split of a saved DatasetDict (default: test, else train).")] = None,
+    plain: Annotated[bool, typer.Option(help="Store a prompt given as one user chat message as plain text.")] = False,
+) -> None:
+    """Convert local data into crl's prompt-set format (id, prompt, answer, source) under a name."""
+    from crl.pipeline.datasets import import_path
+
+    _report(import_path(path, name, out, split, plain))
+
+
+@data_app.command("list")
+def list_cmd() -> None:
+    """Known sets, the shipped ones, and which are present locally, with their row counts."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from crl.default import DATA_DIR
+    from crl.pipeline.datasets import listing
+    from crl.pipeline.prompts import data_home
+
+    table = Table(title=f"prompt sets (data home: {data_home()})")
+    for col, justify in (("name", "left"), ("kind", "left"), ("present", "left"), ("rows", "right"), ("hub", "left"), ("about", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for row in listing():
+        where = "shipped" if row["path"] and row["path"].parent == DATA_DIR else "data home"
+        present = f"[green]{where}: {escape(row['path'].name)}[/green]" if row["path"] else "[dim]no[/dim]"
+        rows = "" if row["rows"] is None else str(row["rows"])
+        table.add_row(escape(row["name"]), row["kind"], present, rows, escape(row["hub"]), escape(row["note"]))
+    Console().print(table)

@@ -1,0 +1,411 @@
+"""Looking at crl's outputs between stages: what kind of file a path is, and a rich summary of it.
+
+Kinds, recognised by name and columns (a folder by what it holds):
+
+- ``metrics``: RUN/metrics.parquet, or a run folder holding it: the rounds, first -> last of each metric.
+- ``verified``: a verified/ folder (or a round folder holding one): pass rates, group kinds, statuses.
+- ``train_log``: train_log.parquet, or a checkpoint folder holding it: steps and the objective's statistics.
+- ``eval``: eval.parquet (verified samples with a ``task`` column): accuracy per task.
+- ``rollouts``: rollouts.parquet or a folder of shards: prompts, samples, finish reasons.
+- ``prompts``: a prompt set (``prompt``/``problem``/``question`` and ``answer``).
+
+Verified samples (verified/, eval) also show completions of one prompt side by side, positives against
+negatives; by default a prompt whose group is mixed, since those are the ones contrastive training learns from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from crl.errors import CrlError
+from crl.pipeline.schemas import VERIFIED_FILES, parquet_files, read_parquet
+
+KINDS = ("metrics", "verified", "train_log", "eval", "rollouts", "prompts")
+QUANTILES = (0.0, 0.1, 0.5, 0.9, 0.99, 1.0)
+MAX_CHARS = 1200
+
+
+def _columns(path: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return set(pq.read_schema(path).names)
+    except Exception as e:
+        raise CrlError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+
+
+def _kind_of_file(path: Path) -> str | None:
+    if path.suffix == ".jsonl":
+        return "prompts"
+    if path.suffix != ".parquet":
+        return None
+    cols = _columns(path)
+    if path.name == "train_log.parquet" or {"step", "loss"} <= cols:
+        return "train_log"
+    if "round" in cols and any("/" in c for c in cols) and "prompt_id" not in cols:
+        return "metrics"
+    if {"reward", "task", "prompt_id"} <= cols:
+        return "eval"
+    if {"prompt_id", "completion"} <= cols:
+        return "rollouts"
+    if {"prompt_id", "n_pos", "n_neg"} <= cols:
+        return "groups"
+    if cols & {"prompt", "problem", "question"}:
+        return "prompts"
+    return None
+
+
+def detect(path: str | Path) -> tuple[str, Path]:
+    """The kind of crl output at ``path`` and the file or folder to read for it."""
+    path = Path(path)
+    if not path.exists():
+        raise CrlError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if all((path / f).is_file() for f in VERIFIED_FILES):
+            return "verified", path
+        for name, kind in (("metrics.parquet", "metrics"), ("train_log.parquet", "train_log")):
+            if (path / name).is_file():
+                return kind, path / name
+        if (path / "verified").is_dir():
+            return "verified", path / "verified"
+        for name in ("rollouts.parquet", "eval.parquet"):
+            if (path / name).exists():
+                return detect(path / name)
+        shards = [p for p in path.glob("*.parquet") if not p.name.startswith(".")]
+        if shards and all(_kind_of_file(p) == "rollouts" for p in shards):
+            return "rollouts", path
+        raise CrlError(f"{path}: not a crl output folder (run, round, verified/, checkpoint, or rollout shards)")
+    kind = _kind_of_file(path)
+    if kind == "groups":
+        return "verified", path.parent
+    if kind is None:
+        raise CrlError(
+            f"{path}: not a crl output (expected rollouts, verified/, train_log, metrics or eval Parquet, or a prompt set)"
+        )
+    return kind, path
+
+
+# ------------------------------------------------------------------------------------------ small parts
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def _header(kind: str, path: Path) -> Text:
+    return Text.assemble((f"{kind}: ", "bold magenta"), (str(path), "bold"))
+
+
+def kv_table(title: str, items: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for k, v in items.items():
+        table.add_row(k, _fmt(v))
+    return table
+
+
+def counts_table(title: str, series: pl.Series) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(series.name)
+    table.add_column("count", justify="right")
+    table.add_column("share", justify="right")
+    total = max(series.len(), 1)
+    for value, n in series.value_counts(sort=True).iter_rows():
+        table.add_row(str(value), str(n), f"{n / total:.1%}")
+    return table
+
+
+def length_table(lengths: pl.Series, title: str = "completion tokens") -> Table:
+    table = Table(title=title, title_justify="left")
+    for q in QUANTILES:
+        table.add_column({0.0: "min", 1.0: "max"}.get(q, f"p{int(q * 100)}"), justify="right")
+    table.add_column("mean", justify="right")
+    table.add_row(*[_fmt(lengths.quantile(q, "nearest")) for q in QUANTILES], _fmt(lengths.mean()))
+    return table
+
+
+def _clip(text: str, limit: int = MAX_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f" … [{len(text) - limit} more characters]"
+
+
+# -------------------------------------------------------------------------------------------- samples
+
+
+def pick_prompt(rows: pl.DataFrame, prompt_id: str | None) -> str:
+    """``prompt_id`` if given (checked), else a prompt with both correct and wrong samples, else the first."""
+    ids = rows["prompt_id"]
+    if prompt_id is not None:
+        if prompt_id not in set(ids.unique().to_list()):
+            raise CrlError(f"--prompt {prompt_id}: no such prompt_id here (e.g. {', '.join(ids.unique(maintain_order=True).head(3).to_list())})")
+        return prompt_id
+    if "reward" in rows.columns:
+        per = rows.group_by("prompt_id", maintain_order=True).agg(rate=(pl.col("reward") > 0).mean())
+        mixed = per.filter((pl.col("rate") > 0) & (pl.col("rate") < 1))
+        if mixed.height:
+            return mixed.sort((pl.col("rate") - 0.5).abs(), maintain_order=True)["prompt_id"][0]
+    return ids[0]
+
+
+def _sample_panel(row: dict[str, Any], style: str) -> Panel:
+    title = f"sample {row['sample']}"
+    if "reward" in row:
+        title += f" · reward {row['reward']:g} · pred {row.get('pred')!r} · {row.get('status')}"
+    title += f" · {len(row['completion_ids'] or [])} tok · {row['finish_reason']}"
+    return Panel(Text(_clip(row["completion"])), title=title, title_align="left", border_style=style)
+
+
+def side_by_side(rows: pl.DataFrame, prompt_id: str | None, n: int) -> RenderableType:
+    """The prompt, its gold answer, and up to ``n`` positive and ``n`` negative completions in two columns."""
+    pid = pick_prompt(rows, prompt_id)
+    group = rows.filter(pl.col("prompt_id") == pid).sort("sample")
+    first = group.row(0, named=True)
+    head = Panel(
+        Text(_clip(first["prompt"])),
+        title=f"prompt {pid} · gold {first['answer']!r} · {group.height} samples",
+        title_align="left",
+    )
+    if "reward" not in group.columns:
+        panels = [_sample_panel(r, "cyan") for r in group.head(2 * n).iter_rows(named=True)]
+        return Group(head, Columns(panels, equal=True, expand=True))
+    pos = group.filter(pl.col("reward") > 0)
+    neg = group.filter(pl.col("reward") <= 0)
+    table = Table(expand=True, show_lines=False)
+    table.add_column(f"positive ({pos.height})", ratio=1)
+    table.add_column(f"negative ({neg.height})", ratio=1)
+    left = [_sample_panel(r, "green") for r in pos.head(n).iter_rows(named=True)] or [Text("(none)", style="dim")]
+    right = [_sample_panel(r, "red") for r in neg.head(n).iter_rows(named=True)] or [Text("(none)", style="dim")]
+    table.add_row(Group(*left), Group(*right))
+    return Group(head, table)
+
+
+# ---------------------------------------------------------------------------------------------- kinds
+
+
+def _completion_lengths(rows: pl.DataFrame) -> pl.Series:
+    return rows["completion_ids"].list.len().alias("completion tokens")
+
+
+def _meta(path: Path) -> dict[str, Any]:
+    from crl.io import read_metadata
+
+    try:
+        return read_metadata(path)
+    except Exception:
+        return {}
+
+
+def summarize_rollouts(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
+    from crl.pipeline.schemas import read_rollouts
+
+    rows, meta = read_rollouts(path)
+    per = rows.group_by("prompt_id").len()
+    items = {
+        "files": len(parquet_files(path)),
+        "completions": rows.height,
+        "prompts": per.height,
+        "samples per prompt": f"{per['len'].min()}..{per['len'].max()}",
+        "models": ", ".join(sorted(set(rows["model"].cast(pl.String).to_list()))),
+        "rounds": ", ".join(str(r) for r in sorted(set(rows["round"].to_list()))),
+        "truncated": float((rows["finish_reason"] == "length").mean()),
+    }
+    items.update({f"meta {k}": json.dumps(v) if not isinstance(v, (str, int, float)) else v for k, v in meta.items()})
+    return [
+        _header("rollouts", path),
+        kv_table("summary", items),
+        length_table(_completion_lengths(rows)),
+        counts_table("finish reasons", rows["finish_reason"]),
+        side_by_side(rows, prompt_id, n),
+    ]
+
+
+def _verdicts(rows: pl.DataFrame, title: str) -> list[RenderableType]:
+    per = rows.group_by("prompt_id").agg(n_pos=(pl.col("reward") > 0).sum(), n=pl.len())
+    items = {
+        "completions": rows.height,
+        "prompts": per.height,
+        "pass rate": float((rows["reward"] > 0).mean()),
+        "groups all positive": int((per["n_pos"] == per["n"]).sum()),
+        "groups all negative": int((per["n_pos"] == 0).sum()),
+        "groups mixed": int(((per["n_pos"] > 0) & (per["n_pos"] < per["n"])).sum()),
+        "truncated": float((rows["finish_reason"] == "length").mean()),
+    }
+    lengths = rows.select(
+        pl.col("completion_ids").list.len().alias("tokens"), (pl.col("reward") > 0).alias("positive")
+    )
+    by = Table(title="completion tokens by verdict", title_justify="left")
+    for c in ("verdict", "n", "p10", "p50", "p90", "max", "mean"):
+        by.add_column(c, justify="left" if c == "verdict" else "right")
+    for label, flag in (("positive", True), ("negative", False)):
+        s = lengths.filter(pl.col("positive") == flag)["tokens"]
+        if s.len():
+            by.add_row(label, str(s.len()), *[_fmt(s.quantile(q, "nearest")) for q in (0.1, 0.5, 0.9)], _fmt(s.max()), _fmt(s.mean()))
+    return [
+        kv_table(title, items),
+        length_table(lengths["tokens"]),
+        by,
+        counts_table("statuses", rows["status"]),
+        counts_table("finish reasons", rows["finish_reason"]),
+    ]
+
+
+def summarize_verified(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
+    from crl.pipeline.schemas import read_verified
+
+    rows, groups, meta = read_verified(path)
+    out = [_header("verified", path), *_verdicts(rows, "summary")]
+    if "source" in rows.columns and rows["source"].n_unique() > 1:
+        out.append(_per(rows, "source"))
+    hist = groups.group_by("n_pos").len().sort("n_pos")
+    table = Table(title="groups by number of positives", title_justify="left")
+    table.add_column("n_pos", justify="right")
+    table.add_column("groups", justify="right")
+    for k, v in hist.iter_rows():
+        table.add_row(str(k), str(v))
+    out.append(table)
+    if meta:
+        out.append(kv_table("metadata", {k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in meta.items()}))
+    out.append(side_by_side(rows, prompt_id, n))
+    return out
+
+
+def _per(rows: pl.DataFrame, key: str) -> Table:
+    per = (
+        rows.group_by(key, maintain_order=True)
+        .agg(
+            prompts=pl.col("prompt_id").n_unique(),
+            samples=pl.len(),
+            avg=(pl.col("reward") > 0).mean(),
+            any_correct=((pl.col("reward") > 0).any()),
+            tokens=pl.col("completion_ids").list.len().mean(),
+            truncated=(pl.col("finish_reason") == "length").mean(),
+        )
+        .drop("any_correct")
+    )
+    solved = rows.group_by(key, "prompt_id").agg(ok=(pl.col("reward") > 0).any()).group_by(key).agg(solved=pl.col("ok").mean())
+    per = per.join(solved, on=key, maintain_order="left")
+    table = Table(title=f"per {key}", title_justify="left")
+    for c in (key, "prompts", "samples", "avg", "solved (pass@n)", "mean tokens", "truncated"):
+        table.add_column(c, justify="left" if c == key else "right")
+    for r in per.iter_rows(named=True):
+        table.add_row(str(r[key]), str(r["prompts"]), str(r["samples"]), _fmt(r["avg"]), _fmt(r["solved"]), _fmt(r["tokens"]), _fmt(r["truncated"]))
+    return table
+
+
+def summarize_eval(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
+    from crl.pipeline.schemas import VERIFIED_SCHEMA, conform
+
+    rows = conform(read_parquet(path), VERIFIED_SCHEMA, str(path))
+    meta = _meta(path)
+    out = [_header("eval", path), *_verdicts(rows, "summary")]
+    out.insert(2, _per(rows, "task"))
+    if meta.get("metrics"):
+        table = Table(title="metrics (as written by crl eval)", title_justify="left")
+        metrics = meta["metrics"]
+        for c in metrics[0]:
+            table.add_column(c, justify="left" if c == "task" else "right")
+        for m in metrics:
+            table.add_row(*[_fmt(v) for v in m.values()])
+        out.insert(2, table)
+    out.append(side_by_side(rows, prompt_id, n))
+    return out
+
+
+def _numeric(df: pl.DataFrame, skip: tuple[str, ...] = ()) -> list[str]:
+    return [c for c, t in df.schema.items() if t.is_numeric() and c not in skip]
+
+
+def trend_table(df: pl.DataFrame, title: str, order: str, columns: list[str]) -> Table:
+    """first, last, min, max, mean of each column, with the rows in ``order``."""
+    table = Table(title=title, title_justify="left")
+    for c in ("column", "n", "first", "last", "min", "max", "mean"):
+        table.add_column(c, justify="left" if c == "column" else "right")
+    df = df.sort(order)
+    for c in columns:
+        s = df[c].drop_nulls()
+        if s.dtype.is_float():
+            s = s.drop_nans()
+        if not s.len():
+            continue
+        table.add_row(c, str(s.len()), _fmt(s[0]), _fmt(s[-1]), _fmt(s.min()), _fmt(s.max()), _fmt(s.mean()))
+    return table
+
+
+def summarize_train_log(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
+    log = read_parquet(path)
+    if log.is_empty():
+        raise CrlError(f"{path}: holds no training steps")
+    order = "step" if "step" in log.columns else log.columns[0]
+    items = {"steps": log.height, "epochs": log["epoch"].n_unique() if "epoch" in log.columns else None}
+    state = path.parent / "trainer_state.json"
+    if state.is_file():
+        items.update({f"state {k}": v for k, v in json.loads(state.read_text()).items()})
+    return [_header("train_log", path), kv_table("summary", items), trend_table(log, "per-step statistics", order, _numeric(log, ("step", "epoch")))]
+
+
+def summarize_metrics(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
+    m = read_parquet(path)
+    if m.is_empty():
+        raise CrlError(f"{path}: holds no finished rounds")
+    evals = [c for c in m.columns if "/avg@" in c or "/pass@" in c or "/maj@" in c]
+    items = {"rounds": m.height, "last round": m["round"].max(), "eval rounds": m.drop_nulls(evals[:1]).height if evals else 0}
+    seconds = [c for c in m.columns if c.startswith("seconds/")]
+    if seconds:
+        items["stage seconds"] = float(m.select(seconds).sum().sum_horizontal()[0])
+    groups = [
+        ("held-out evaluation", evals + [c for c in m.columns if c.endswith(("/mean_tokens", "/truncated")) and not c.startswith("rollouts/")]),
+        ("rollouts", [c for c in m.columns if c.startswith("rollouts/")]),
+        ("training (mean per round)", [c for c in m.columns if c.startswith("train/")]),
+        ("seconds", seconds),
+    ]
+    out: list[RenderableType] = [_header("metrics", path), kv_table("summary", items)]
+    for title, cols in groups:
+        cols = [c for c in cols if m.schema[c].is_numeric()]
+        if cols:
+            out.append(trend_table(m, title, "round", cols))
+    return out
+
+
+def summarize_prompts(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
+    from crl.pipeline.prompts import load_prompts
+
+    df = load_prompts(path)
+    lengths = df["prompt"].str.len_chars().alias("prompt characters")
+    out: list[RenderableType] = [
+        _header("prompt set", path),
+        kv_table("summary", {"prompts": df.height, "unique ids": df["id"].n_unique()}),
+        counts_table("sources", df["source"]),
+        length_table(lengths, "prompt characters"),
+    ]
+    row = df.filter(pl.col("id") == prompt_id).row(0, named=True) if prompt_id and prompt_id in df["id"].to_list() else df.row(0, named=True)
+    out.append(Panel(Text(_clip(row["prompt"])), title=f"{row['id']} · gold {row['answer']!r}", title_align="left"))
+    return out
+
+
+SUMMARIES = {
+    "metrics": summarize_metrics,
+    "verified": summarize_verified,
+    "train_log": summarize_train_log,
+    "eval": summarize_eval,
+    "rollouts": summarize_rollouts,
+    "prompts": summarize_prompts,
+}
+
+
+def summarize(path: str | Path, prompt_id: str | None = None, n: int = 2) -> tuple[str, list[RenderableType]]:
+    """The kind of ``path`` and the renderables that describe it."""
+    kind, target = detect(path)
+    return kind, SUMMARIES[kind](target, prompt_id, n)
