@@ -1,7 +1,10 @@
-"""``crl train``: one round of updates on a verified/ folder."""
+"""``crl train``: one round of updates on a verified/ folder.
+
+On N processes: ``torchrun --nproc-per-node N -m crl train VERIFIED ...`` (docs/multinode.md)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -48,16 +51,22 @@ def train_cmd(
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm.")] = 1.0,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the round's groups.")] = 1,
     minibatches: Annotated[int, typer.Option(min=1, help="Optimiser steps per epoch.")] = 1,
-    token_budget: Annotated[int, typer.Option(min=1, help="Tokens per packed micro-batch.")] = 16384,
+    token_budget: Annotated[Optional[int], typer.Option(min=1, help="Tokens per packed micro-batch; default 16384, 8192 for models over 4B on a GPU.")] = None,
     progress: Annotated[float, typer.Option(min=0.0, max=1.0, help="Training progress in [0, 1] (ConSPO's margin curriculum).")] = 0.0,
     old_logprobs: Annotated[str, typer.Option(help="recompute (with the loaded weights) or rollout (from the sampler).")] = "recompute",
     ref: Annotated[Optional[str], typer.Option(help="Frozen reference model for objectives with a KL or reference term.")] = None,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in backward to save memory.")] = False,
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward to save memory; default on for models of 1B parameters or more on a GPU.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16-mixed (fp32 master weights and AdamW state, bf16 autocast) or bf16 (bf16 weights and AdamW state: half the memory for weights and optimizer, but an update smaller than about 0.2% of a weight rounds away, so small learning rates barely move it); default bf16-mixed on a GPU, fp32 on CPU.")] = None,
+    attn: Annotated[Optional[str], typer.Option(help="Attention kernel: sdpa (default), flex_attention (a block-sparse document mask for packed rows, where sdpa works on a dense block-diagonal one) or eager.")] = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile each decoder layer (slow first step; pays off on long GPU rounds).")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda; default cuda when available.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the order of groups.")] = 0,
     list_objectives_: Annotated[bool, typer.Option("--list-objectives", help="List objectives and their options, then exit.")] = False,
 ) -> None:
-    """Update the model on a verified/ folder with one objective; write a checkpoint with optimizer state and train_log.parquet."""
+    """Update the model on a verified/ folder with one objective; write a checkpoint with optimizer state and train_log.parquet.
+
+    Runs the same on N processes under torchrun (FSDP2): torchrun --nproc-per-node N -m crl train VERIFIED ...
+    """
     if list_objectives_:
         list_objectives()
         return
@@ -71,7 +80,9 @@ def train_cmd(
         weight_decay=weight_decay, max_grad_norm=max_grad_norm, epochs=epochs, minibatches=minibatches,
         token_budget=token_budget, progress=progress, old_logprobs=old_logprobs,
         ref=resolve_model(ref) if ref else None, device=device, gradient_checkpointing=gradient_checkpointing, seed=seed,
+        precision=precision, attn=attn, compile=compile_,
     )
     log = train(verified, out, cfg)
-    console.print(log.select([c for c in ("step", "loss", "units", "groups", "grad_norm", "tokens") if c in log.columns]))
-    console.print(f"wrote {out}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process runs this command; one reports
+        console.print(log.select([c for c in ("step", "loss", "units", "groups", "grad_norm", "tokens") if c in log.columns]))
+        console.print(f"wrote {out}")

@@ -2,13 +2,16 @@
 
 Sequences (prompt + completion) are packed end to end into one row per micro-batch, with position ids
 that restart at each sequence; transformers turns restarting positions into a block-diagonal attention
-mask, so no token sees another sequence and no compute is spent on padding. Only the hidden states that
+mask, so no token sees another sequence and no compute is spent on padding. With sdpa (and eager) that mask
+is dense, so attention still computes the blocks between sequences; with flex_attention it is a block-sparse
+BlockMask that skips them (``crl train --attn``). Only the hidden states that
 predict completion tokens go through the output layer, a chunk of rows at a time under activation
 checkpointing, so full-vocabulary float32 logits never exist for more than ``chunk`` rows at once.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -65,9 +68,24 @@ def completion_logprobs(
         offset += n
     input_ids = torch.tensor([ids], device=device)
     position_ids = torch.tensor([positions], device=device)
+    # A model sharded by FSDP2 carries this pass as a method, so the shards are gathered around all of it.
+    run = getattr(model, "packed_logprobs", None) or functools.partial(packed_logprobs, model)
+    flat = run(input_ids, position_ids, torch.tensor(gather_at, device=device), temperature, chunk)
+    return list(flat.split([len(s.completion_ids) for s in seqs]))
+
+
+def packed_logprobs(
+    model: torch.nn.Module, input_ids: Tensor, position_ids: Tensor, gather_at: Tensor, temperature: float, chunk: int
+) -> Tensor:
+    """The decoder over one packed row, then the output layer ``chunk`` rows at a time at ``gather_at``:
+    the log-prob of the token that follows each of those positions, as one flat float32 tensor.
+
+    The attention mask is left to transformers: with no 2-d mask and restarting ``position_ids`` it builds a
+    document mask (block-diagonal causal), dense for sdpa/eager, a block-sparse BlockMask for flex_attention.
+    """
     hidden = model.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False)
     hidden = hidden.last_hidden_state[0, gather_at]
-    targets = input_ids[0, [i + 1 for i in gather_at]]
+    targets = input_ids[0, gather_at + 1]
     weight = model.get_output_embeddings().weight
     parts = []
     for lo in range(0, len(gather_at), chunk):
@@ -76,8 +94,7 @@ def completion_logprobs(
             parts.append(checkpoint(_taken_logprobs, h, weight, t, temperature, use_reentrant=False))
         else:
             parts.append(_taken_logprobs(h, weight, t, temperature))
-    flat = torch.cat(parts) if parts else hidden.new_zeros(0)
-    return list(flat.split([len(s.completion_ids) for s in seqs]))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
 def padded(rows: Sequence[Tensor], fill: float = 0.0) -> tuple[Tensor, Tensor]:
