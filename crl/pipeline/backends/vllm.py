@@ -11,13 +11,19 @@ whatever the batch composition.
 
 Behaviour log-probs: the engine runs with ``logprobs_mode="processed_logprobs"`` and ``logprobs=0`` per request,
 so each sampled token comes back with the log-softmax of the logits divided by the temperature, which is what
-the trainer recomputes. (vLLM's default, ``raw_logprobs``, ignores the temperature.) vLLM's processed log-probs
+the trainer recomputes. (vLLM's default, ``raw_logprobs``, ignores the temperature.) On CPU ``dtype="auto"``
+means float32, the trainer's CPU dtype, so the two agree to about 1e-6; vLLM's own "auto" would run a float32
+checkpoint in bfloat16. vLLM's processed log-probs
 are taken after top-k/top-p, so with ``top_p < 1`` they are renormalised over the kept tokens; with the default
 ``top_p = 1`` they are exactly the base protocol's quantity.
 
 Weights: ``update_weights(checkpoint_dir)`` reloads a Hugging Face checkpoint of the same architecture into the
-live engine (vLLM's ``reload_weights`` on every worker) and clears the prefix cache, which costs far less than
-starting a new engine (see ``bench/generate.py``).
+live engine and clears the prefix cache, which costs far less than starting a new engine (see
+``bench/generate.py``). Each worker runs vLLM's ``reload_weights`` through ``WorkerExtension`` below. On CPU,
+vLLM packs every linear layer's weight into a oneDNN handle when it loads the model, so two things are needed
+there for a reload to take effect: eager mode (a compiled graph keeps the old handles; ``enforce_eager``
+defaults to True on CPU and to vLLM's default elsewhere), and re-packing the output layer when it is tied to the
+embeddings (the reload repacks only layers it loads, and a tied ``lm_head`` has no weights of its own).
 """
 
 from __future__ import annotations
@@ -35,9 +41,13 @@ from crl.pipeline.backends.base import Progress, Sample, SamplingConfig
 
 
 class VLLMBackend:
-    """A vLLM engine in a child process; see the module docstring."""
+    """A vLLM engine in a child process; see the module docstring.
 
-    OPTIONS = ("tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "dtype", "seed")
+    ``enforce_eager=None`` means eager on CPU (needed for ``update_weights``) and vLLM's default on a GPU;
+    ``dtype="auto"`` means float32 on CPU and vLLM's choice on a GPU.
+    """
+
+    OPTIONS = ("tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "dtype", "seed", "enforce_eager")
 
     def __init__(
         self,
@@ -47,6 +57,7 @@ class VLLMBackend:
         gpu_memory_utilization: float = 0.5,
         dtype: str = "auto",
         seed: int = 0,
+        enforce_eager: bool | None = None,
     ) -> None:
         engine_args = dict(
             model=str(model),
@@ -55,8 +66,10 @@ class VLLMBackend:
             gpu_memory_utilization=gpu_memory_utilization,
             dtype=dtype,
             seed=seed,
+            enforce_eager=enforce_eager,
             enable_prefix_caching=True,
             logprobs_mode="processed_logprobs",
+            worker_extension_cls=f"{__name__}.WorkerExtension",
         )
         ctx = mp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
@@ -113,14 +126,17 @@ class VLLMBackend:
         while True:
             while not self._conn.poll(1.0):
                 if not self._proc.is_alive():
-                    raise RuntimeError(f"the vLLM process died (exit code {self._proc.exitcode})")
+                    code = self._proc.exitcode
+                    self.close()
+                    raise RuntimeError(f"the vLLM process died (exit code {code})")
             kind, value = self._conn.recv()
             if kind == "progress":
                 if progress:
                     progress(value)
-            elif kind == "error":
+            elif kind == "error":  # the child is still serving, unless the engine failed to start
                 self._busy = False
-                self.close()
+                if command == "start":
+                    self.close()
                 raise RuntimeError(f"vLLM failed in {command}:\n{value}")
             else:
                 self._busy = False
@@ -139,7 +155,13 @@ def _serve(conn, engine_args: dict) -> None:
     llm = None
     try:
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        if current_platform.is_cpu():  # see the module docstring
+            if engine_args["enforce_eager"] is None:
+                engine_args["enforce_eager"] = True
+            if engine_args["dtype"] == "auto":
+                engine_args["dtype"] = "float32"
         llm = LLM(**engine_args)
         conn.send(("ok", None))
         while True:
@@ -153,7 +175,7 @@ def _serve(conn, engine_args: dict) -> None:
                 if command == "sample":
                     result = _sample(llm, conn, *args)
                 elif command == "update_weights":
-                    llm.collective_rpc("reload_weights", kwargs={"weights_path": args[0]})
+                    llm.collective_rpc("crl_reload_weights", args=(args[0],))
                     llm.reset_prefix_cache()
                     result = None
                 else:
@@ -169,6 +191,20 @@ def _serve(conn, engine_args: dict) -> None:
     finally:
         if llm is not None:
             llm.llm_engine.engine_core.shutdown()
+
+
+class WorkerExtension:
+    """Mixed into every vLLM worker (``worker_extension_cls``); called with ``collective_rpc``."""
+
+    def crl_reload_weights(self, path: str) -> None:
+        from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+        from vllm.platforms import current_platform
+
+        self.reload_weights(weights_path=path)
+        if current_platform.is_cpu():  # re-pack the tied output layer too (see the module docstring)
+            for module in self.model_runner.get_model().modules():
+                if isinstance(module, VocabParallelEmbedding):
+                    module.quant_method.process_weights_after_loading(module)
 
 
 def _exit_on_signal(signum, frame) -> None:
@@ -195,16 +231,17 @@ def _sample(llm, conn, prompt_ids: list[list[int]], cfg: dict) -> list[list[Samp
         for i in range(len(prompt_ids))
     ]
 
-    class Bar(tqdm):  # vLLM advances its progress bar by n when a prompt's n samples are done
+    class Bar(tqdm):  # vLLM's "Processed prompts" bar advances by n when a prompt's n samples are done
         def update(self, k=1):
-            conn.send(("progress", k // cfg.n))
+            if self.iterable is None:  # not the bar that wraps the prompt list while rendering it
+                conn.send(("progress", k // cfg.n))
             return super().update(k)
 
     with open(os.devnull, "w") as devnull:
         outputs = llm.generate(
             [TokensPrompt(prompt_token_ids=p) for p in prompt_ids],
             params,
-            use_tqdm=lambda **kw: Bar(file=devnull, **kw),
+            use_tqdm=lambda *args, **kw: Bar(*args, file=devnull, **kw),
         )
     return [[_to_sample(c) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
 

