@@ -33,6 +33,7 @@ def iterate_cmd(
     objective: Annotated[Optional[str], typer.Option(help="Training objective (see `crl train --list-objectives`).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="auto, hf or vllm.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for prompts, sampling and training.")] = None,
+    log_to: Annotated[Optional[str], typer.Option("--log-to", help="none, tensorboard or wandb (offline unless WANDB_API_KEY is set).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any setting, section.key=value (repeatable), e.g. train.lr=1e-5.")] = None,
     print_config: Annotated[bool, typer.Option(help="Print the resolved configuration and exit.")] = False,
 ) -> None:
@@ -47,7 +48,7 @@ def iterate_cmd(
     base = config_mod.DEFAULTS
     if resume and out is not None and (out / "config.toml").is_file():
         base = config_mod.merge(base, config_mod.load_toml(out / "config.toml"), str(out / "config.toml"))
-    named = {"rounds": rounds, "model": model, "prompts": prompts, "eval_tasks": eval_task, "backend": backend, "seed": seed}
+    named = {"rounds": rounds, "model": model, "prompts": prompts, "eval_tasks": eval_task, "backend": backend, "seed": seed, "log_to": log_to}
     overrides = {k: v for k, v in named.items() if v is not None}
     overrides = config_mod.merge_tables(config_mod.parse_set(set_ or []), overrides)
     if objective is not None:

@@ -4,6 +4,7 @@ On N processes: ``torchrun --nproc-per-node N -m crl train VERIFIED ...`` (docs/
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -51,7 +52,7 @@ def train_cmd(
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm.")] = 1.0,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the round's groups.")] = 1,
     minibatches: Annotated[int, typer.Option(min=1, help="Optimiser steps per epoch.")] = 1,
-    token_budget: Annotated[Optional[int], typer.Option(min=1, help="Tokens per packed micro-batch; default 16384, 8192 for models over 4B on a GPU.")] = None,
+    token_budget: Annotated[Optional[int], typer.Option(min=1, help="Tokens per packed micro-batch; default 2048 on CPU, 16384 on a GPU (8192 for models over 4B).")] = None,
     progress: Annotated[float, typer.Option(min=0.0, max=1.0, help="Training progress in [0, 1] (ConSPO's margin curriculum).")] = 0.0,
     old_logprobs: Annotated[str, typer.Option(help="recompute (with the loaded weights) or rollout (from the sampler).")] = "recompute",
     ref: Annotated[Optional[str], typer.Option(help="Frozen reference model for objectives with a KL or reference term.")] = None,
@@ -61,6 +62,7 @@ def train_cmd(
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile each decoder layer (slow first step; pays off on long GPU rounds).")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda; default cuda when available.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the order of groups.")] = 0,
+    log_to: Annotated[str, typer.Option("--log-to", help="none, tensorboard or wandb (offline unless WANDB_API_KEY is set); logs beside --out.")] = "none",
     list_objectives_: Annotated[bool, typer.Option("--list-objectives", help="List objectives and their options, then exit.")] = False,
 ) -> None:
     """Update the model on a verified/ folder with one objective; write a checkpoint with optimizer state and train_log.parquet.
@@ -74,6 +76,7 @@ def train_cmd(
         raise CrlError("missing argument VERIFIED (a verified/ folder)")
     from crl.pipeline.checkpoint import resolve_model
     from crl.pipeline.train import TrainConfig, train
+    from crl.tracking import open_tracker
 
     cfg = TrainConfig(
         model=resolve_model(model), objective=objective, options=parse_options(option or []), lr=lr,
@@ -82,7 +85,12 @@ def train_cmd(
         ref=resolve_model(ref) if ref else None, device=device, gradient_checkpointing=gradient_checkpointing, seed=seed,
         precision=precision, attn=attn, compile=compile_,
     )
-    log = train(verified, out, cfg)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process runs this command; one reports
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun every process runs this command; one reports
+    tracker = open_tracker(log_to if main else "none", out.parent, dataclasses.asdict(cfg))
+    with tracker:
+        log = train(verified, out, cfg)
+        for row in log.to_dicts():
+            tracker.log(row["step"], row)
+    if main:
         console.print(log.select([c for c in ("step", "loss", "units", "groups", "grad_norm", "tokens") if c in log.columns]))
         console.print(f"wrote {out}")

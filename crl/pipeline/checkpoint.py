@@ -55,18 +55,15 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def save_checkpoint(
-    out: Path,
-    model: torch.nn.Module,
-    tokenizer: Any,
-    optimizer: torch.optim.Optimizer,
-    state: dict,
+    out: Path, model: torch.nn.Module, weights: dict, tokenizer: Any, optimizer_state: dict, state: dict,
     train_log: pl.DataFrame,
 ) -> None:
-    """Write a Hugging Face checkpoint folder with optimizer state and the training log, whole or not at all."""
+    """Write a Hugging Face checkpoint folder (``weights``: a full state dict) with the optimizer state and
+    the training log, whole or not at all."""
     with atomic_path(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         train_log.write_parquet(tmp / TRAIN_LOG)
 

@@ -1,4 +1,5 @@
 """The configuration of ``crl iterate``: defaults, a TOML file, and overrides, resolved into one table.
+``0`` and ``"auto"`` leave a choice to the trainer (token budget and recompute by model size, bf16 on GPU).
 
 Resolution order: the defaults below (the embedded default run), then the TOML file, then ``--set
 section.key=value`` and the named flags. Unknown keys are errors, so a typo never silently does nothing.
@@ -25,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "eval_every": 4,
     "seed": 0,
     "backend": "auto",
+    "log_to": "none",
     "generate": {
         "n": 8,
         "temperature": 1.0,
@@ -43,10 +45,13 @@ DEFAULTS: dict[str, Any] = {
         "max_grad_norm": 1.0,
         "epochs": 1,
         "minibatches": 2,
-        "token_budget": 16384,
+        "token_budget": 0,
         "old_logprobs": "recompute",
         "ref": "",
-        "gradient_checkpointing": False,
+        "gradient_checkpointing": "auto",
+        "precision": "auto",
+        "attn": "auto",
+        "compile": False,
         "options": {},
     },
     "eval": {"k": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32, "limit": 0},

@@ -32,9 +32,10 @@ from crl.pipeline.eval import EvalConfig, evaluate
 from crl.pipeline.generate import GenerateConfig, rollout_metadata, rollout_rows
 from crl.pipeline.checkpoint import load_tokenizer, resolve_model
 from crl.pipeline.prompts import load_prompts, resolve as resolve_prompts
-from crl.pipeline.train import TrainConfig, train
+from crl.pipeline.train import ATTENTION, PRECISIONS, TrainConfig, train
 from crl.pipeline.verify import VerifyConfig, verify
 from crl.progress import console
+from crl.tracking import open_tracker
 
 DONE = "round.json"
 
@@ -125,13 +126,25 @@ def train_config(cfg: dict[str, Any], model: str, r: int) -> TrainConfig:
         max_grad_norm=t["max_grad_norm"],
         epochs=t["epochs"],
         minibatches=t["minibatches"],
-        token_budget=t["token_budget"],
+        token_budget=t["token_budget"] or None,
         progress=(r - 1) / max(cfg["rounds"], 1),
         old_logprobs=t["old_logprobs"],
         ref=resolve_model(t["ref"]) if t["ref"] else None,
-        gradient_checkpointing=t["gradient_checkpointing"],
+        gradient_checkpointing=auto(t["gradient_checkpointing"], {"on": True, "off": False}, "train.gradient_checkpointing"),
+        precision=auto(t["precision"], {p: p for p in PRECISIONS}, "train.precision"),
+        attn=auto(t["attn"], {a: a for a in ATTENTION}, "train.attn"),
+        compile=t["compile"],
         seed=cfg["seed"] + r,
     )
+
+
+def auto(value: str, choices: dict[str, object], key: str) -> object:
+    """``"auto"`` as None (the trainer decides), else one of ``choices``."""
+    if value == "auto":
+        return None
+    if value not in choices:
+        raise CrlError(f"{key} = {value!r}: choose auto or one of {', '.join(choices)}")
+    return choices[value]
 
 
 def train_summary(checkpoint: Path) -> dict[str, float]:
@@ -215,18 +228,20 @@ def iterate(cfg: dict[str, Any], run: Path, resume: bool = False) -> pl.DataFram
     base = resolve_model(cfg["model"])
     prompts = load_prompts(resolve_prompts(cfg["prompts"]))
     engine = Engine(cfg)
+    tracker = open_tracker(cfg["log_to"], run, cfg)
     try:
         model = base
         for r in range(0, cfg["rounds"] + 1):
             rd = round_dir(run, r)
             if not (rd / DONE).exists():
                 console.rule(f"round {r}/{cfg['rounds']}")
-                run_round(cfg, run, r, model, engine, prompts)
+                tracker.log(r, run_round(cfg, run, r, model, engine, prompts))
                 write_parquet(metrics_table(run), run / "metrics.parquet")
             if r > 0:
                 model = str(rd / "checkpoint")
     finally:
         engine.close()
+        tracker.close()
     table = metrics_table(run)
     write_parquet(table, run / "metrics.parquet")
     return table

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -49,18 +48,15 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from crl.errors import CrlError
-from crl.io import atomic_path
 from crl.objectives import CONTEXT, Batch, get_objective, options
 from crl.pipeline import distributed
 from crl.pipeline.checkpoint import (
-    OPTIMIZER_FILE,
-    STATE_FILE,
-    TRAIN_LOG,
     default_device,
     load_model,
     load_optimizer_state,
     load_tokenizer,
     load_trainer_state,
+    save_checkpoint,
     tokenizer_fingerprint,
 )
 from crl.pipeline.logprobs import TokenSeq, completion_logprobs, pack, packed_logprobs, padded
@@ -105,9 +101,12 @@ def memory_defaults(n_params: int, device: str) -> tuple[int, bool]:
     keep the output layer small, so a 1.5B model gets 16k tokens with checkpointing. Below 1B the saved
     activations of a 16k row (about 1 MB a token for the 0.5B shape, an estimate) fit beside the weights
     and AdamW state, and recomputing them would only cost time (about a third more compute). Above 4B the
-    budget halves (an extrapolation, not measured). On a CPU memory is rarely the limit: 16k, no recompute.
+    budget halves (an extrapolation, not measured). On a CPU memory is rarely the limit, but sdpa's dense
+    block-diagonal mask makes attention cost grow with the square of the packed row: 2k tokens, no recompute.
     """
-    if not device.startswith("cuda") or n_params < 1e9:
+    if not device.startswith("cuda"):
+        return 2048, False
+    if n_params < 1e9:
         return 16384, False
     return (16384, True) if n_params < 4e9 else (8192, True)
 
@@ -345,12 +344,7 @@ def save_round(
     weights = {k: v for k, v in weights.items() if k in names}  # tied weights once, as transformers saves them
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=full)
     if distributed.is_main():
-        with atomic_path(out) as tmp:
-            model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-            log.write_parquet(tmp / TRAIN_LOG)
+        save_checkpoint(out, model, weights, tokenizer, optimizer_state, state, log)
     distributed.barrier()
 
 

@@ -23,6 +23,8 @@ class HFBackend:
         self.tokenizer = load_tokenizer(model)
         self.model = load_model(model, self.device, dtype).eval()
         self.batch_size = batch_size
+        # Packed rows get a dense block-diagonal mask under sdpa: short rows keep attention cheap on a CPU.
+        self.logprob_tokens = 16384 if self.device.startswith("cuda") else 2048
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
@@ -63,7 +65,7 @@ class HFBackend:
         )[:, width:].tolist()
         completions = [self._cut(row) for row in generated]
         seqs = [TokenSeq(prompts[k // cfg.n], ids) for k, (ids, _) in enumerate(completions)]
-        logprobs = list(batched_logprobs(self.model, seqs, temperature=cfg.temperature or 1.0))
+        logprobs = list(batched_logprobs(self.model, seqs, cfg.temperature or 1.0, self.logprob_tokens))
         samples = [
             Sample(ids, lp.tolist(), *self._text(ids, finish, cfg.stop))
             for (ids, finish), lp in zip(completions, logprobs)
