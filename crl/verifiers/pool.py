@@ -94,7 +94,7 @@ def _context() -> Any:
     """forkserver (with crl.verifiers preloaded) where the platform has it, else spawn."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", "crl.verifiers"])
+        ctx.set_forkserver_preload(["crl.verifiers"])  # not __main__: a caller's unguarded script would rerun
         return ctx
     return mp.get_context("spawn")
 
