@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
         "n": 8,
         "temperature": 1.0,
         "top_p": 1.0,
-        "max_new_tokens": 32,
+        "max_new_tokens": 16,
         "template": "auto",
         "instruction": "",
         "dynamic_sampling": False,
@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "compile": False,
         "options": {},
     },
-    "eval": {"k": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32, "limit": 0},
+    "eval": {"k": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 16, "limit": 0},
 }
 
 

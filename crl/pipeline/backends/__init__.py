@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from crl.errors import CrlError
+from crl.progress import console
 from crl.pipeline.backends.base import Backend, Sample, SamplingConfig
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -14,12 +15,15 @@ def make_backend(name: str, model: str, **options: object) -> Backend:
     """``hf`` (transformers), ``vllm``, or ``auto``: vLLM where it is importable, else transformers."""
     if name not in BACKENDS:
         raise CrlError(f"--backend {name}: choose one of {', '.join(BACKENDS)}")
-    if name == "auto":
-        name = "vllm" if importlib.util.find_spec("vllm") else "hf"
-    if name == "vllm":
+    if name in ("auto", "vllm") and (name == "vllm" or importlib.util.find_spec("vllm")):
         from crl.pipeline.backends.vllm import VLLMBackend
 
-        return VLLMBackend(model, **{k: v for k, v in options.items() if k in VLLMBackend.OPTIONS})
+        try:
+            return VLLMBackend(model, **{k: v for k, v in options.items() if k in VLLMBackend.OPTIONS})
+        except RuntimeError as e:
+            if name == "vllm":
+                raise CrlError(f"--backend vllm: the engine did not start ({str(e).splitlines()[0]})") from None
+            console.print(f"[yellow]vLLM is installed but did not start ({str(e).splitlines()[0]}); using transformers")
     from crl.pipeline.backends.hf import HFBackend
 
     return HFBackend(model, **{k: v for k, v in options.items() if k in ("device", "batch_size")})
