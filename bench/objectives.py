@@ -3,7 +3,7 @@
 Runs ``crl iterate`` (in-process) once per objective and prints one table: held-out accuracy of the warm
 start and after the last round, wall time, completion tokens trained. The warm start's evaluation (round 0)
 is the same for every objective, so it is computed once and copied into each run folder, which ``--resume``
-then treats as done. Results go to bench/results/objectives.json; run folders to bench/results/objectives/.
+then treats as done. Run folders go to OUT/ (default bench/results/objectives/), the table to OUT.json.
 
     python bench/objectives.py                       # all objectives, the default run's settings
     python bench/objectives.py --objectives conspo grpo --rounds 4 --set train.lr=1e-4
@@ -85,8 +85,7 @@ def main() -> None:
         table.add_row(r["objective"], f"{r['before']:.3f}", f"{r['after']:.3f}", f"{r['gain_points']:+.1f}",
                       f"{r['wall_s']:.0f}", str(r["tokens_trained"]))
     Console().print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "objectives.json").write_text(json.dumps(rows, indent=2))
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

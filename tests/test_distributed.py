@@ -87,7 +87,8 @@ def assert_same_log(a: Path, b: Path) -> None:
     assert la.height == lb.height
     for col in ("loss", "units", "grad_norm", "entropy", "tokens", "groups", "groups_dropped"):
         if col in la.columns:
-            torch.testing.assert_close(la[col].to_torch().double(), lb[col].to_torch().double(), rtol=1e-5, atol=1e-7)
+            # 1e-4: the second step starts from weights that already differ by fp32 reduction order
+            torch.testing.assert_close(la[col].to_torch().double(), lb[col].to_torch().double(), rtol=1e-4, atol=1e-7)
 
 
 def assert_same_update(base: Path, a: Path, b: Path, rtol: float = 1e-4) -> None:

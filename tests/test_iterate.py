@@ -80,3 +80,18 @@ def test_unknown_setting_is_an_error():
         config_mod.resolve(config_mod.DEFAULTS, None, config_mod.parse_set(["trian.lr=1"]))
     with pytest.raises(CrlError, match="rounds"):
         config_mod.resolve(config_mod.DEFAULTS, None, config_mod.parse_set(["rounds=many"]))
+
+
+def test_dynamic_sampling_draws_more_prompts_until_groups_are_mixed(tmp_path):
+    from conftest import crl_main
+
+    run = tmp_path / "run"
+    args = ["iterate", "--out", run, *SMALL, "--rounds", "1", "--set", "generate.dynamic_sampling=true",
+            "--set", "generate.max_attempts=3", "--set", "prompts_per_round=6"]
+    assert crl_main(*args) == 0
+    summary = json.loads((run / "round-0001" / "round.json").read_text())
+    groups = pl.read_parquet(run / "round-0001" / "verified" / "groups.parquet")
+    mixed = int(((groups["n_pos"] > 0) & (groups["n_neg"] > 0)).sum())
+    assert 1 <= summary["attempts"] <= 3
+    assert groups.height == 6 * summary["attempts"]  # each attempt adds a fresh slice of prompts
+    assert mixed >= 6 or summary["attempts"] == 3  # stopped because enough groups were mixed, or at the cap

@@ -118,8 +118,8 @@ def test_unknown_choice_is_one_line(cli, setup, flag, value):
 
 
 def test_memory_defaults_by_model_size():
-    assert memory_defaults(3_000_000, "cpu") == (16384, False)
+    assert memory_defaults(3_000_000, "cpu") == (2048, False)
     assert memory_defaults(500_000_000, "cuda") == (16384, False)
     assert memory_defaults(1_540_000_000, "cuda") == (16384, True)  # measured: out of memory without it
     assert memory_defaults(7_600_000_000, "cuda:0") == (8192, True)
-    assert memory_defaults(7_600_000_000, "cpu") == (16384, False)
+    assert memory_defaults(7_600_000_000, "cpu") == (2048, False)

@@ -1,7 +1,7 @@
 """The character-level tokenizer of the default model.
 
 One token per printable ASCII character (plus tab and newline), so every digit is its own token and any text
-tokenizes: a character outside that set becomes `<unk>`. It is a `tokenizers` BPE model with no merges (which
+tokenizes: each byte of a character outside that set becomes `<unk>`. It is a `tokenizers` BPE model with no merges (which
 splits a string into its characters) over GPT-2's byte-level alphabet (a space is stored as "Ġ"), with the
 ByteLevel pre-tokenizer and decoder. Byte-level matters: transformers 5 loads a checkpoint whose model type is
 `qwen2` with `Qwen2Tokenizer`, which puts its own ByteLevel pre-tokenizer in front of the model; a plain

@@ -21,11 +21,12 @@ DEFAULTS: dict[str, Any] = {
     "model": "tiny-arith",
     "prompts": "arith_train",
     "eval_tasks": ["arith_test"],
-    "rounds": 12,
+    "rounds": 60,
     "prompts_per_round": 64,
-    "eval_every": 4,
+    "eval_every": 10,
     "seed": 0,
     "backend": "auto",
+    "weight_sync": "inplace",
     "log_to": "none",
     "generate": {
         "n": 8,
@@ -40,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "verify": {"verifier": "math", "workers": 0, "timeout": 5.0},
     "train": {
         "objective": "conspo",
-        "lr": 2e-4,
+        "lr": 3e-4,
         "weight_decay": 0.0,
         "max_grad_norm": 1.0,
         "epochs": 1,

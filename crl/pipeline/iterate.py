@@ -155,14 +155,19 @@ def train_summary(checkpoint: Path) -> dict[str, float]:
 
 
 class Engine:
-    """The sampler for the current model: rebuilt, or given new weights in place, when the model changes."""
+    """The sampler for the current model. When the model changes, a backend that can load weights in place
+    (vLLM) gets them with ``weight_sync = "inplace"``; otherwise (``"reload"``, or transformers) it is
+    rebuilt from the new checkpoint."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
+        if cfg["weight_sync"] not in ("inplace", "reload"):
+            raise CrlError(f"weight_sync = {cfg['weight_sync']!r}: choose inplace or reload")
         self.cfg, self.model, self.backend = cfg, None, None
 
     def get(self, model: str) -> Backend:
         if self.model != model:
-            if self.backend is not None and hasattr(self.backend, "update_weights"):
+            inplace = self.cfg["weight_sync"] == "inplace" and hasattr(self.backend, "update_weights")
+            if self.backend is not None and inplace:
                 self.backend.update_weights(model)
             else:
                 self.close()
