@@ -31,7 +31,7 @@ import polars as pl
 
 from crl.errors import CrlError
 from crl.io import write_parquet
-from crl.pipeline.prompts import ANSWER_FIELDS, PROMPT_FIELDS, data_home, load_prompts
+from crl.pipeline.prompts import ANSWER_FIELDS, PROMPT_FIELDS, data_home, load_prompts, read_json_rows
 
 HUB_HOST = "huggingface.co"
 CONNECT_TIMEOUT = 3.0
@@ -108,26 +108,6 @@ def known(name: str) -> Known | None:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _json_rows(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise CrlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if not all(isinstance(r, dict) for r in rows):
-            raise CrlError(f"{path}: a JSON array of objects was expected")
-        return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise CrlError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return rows
-
-
 def _arrow_table(path: Path):
     import pyarrow as pa
     import pyarrow.ipc as ipc
@@ -185,7 +165,7 @@ def read_rows(path: Path, split: str | None = None) -> list[dict[str, Any]]:
         raise CrlError(f"{path}: no such file or folder")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        return _json_rows(path)
+        return read_json_rows(path)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 

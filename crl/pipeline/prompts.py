@@ -44,17 +44,30 @@ def resolve(spec: str | Path) -> Path:
     raise CrlError(f"{spec}: no such file, and no prompt set of that name (see `crl data list`)")
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".jsonl" or path.suffix == ".json":
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise CrlError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+def read_json_rows(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file, or of a JSON array; bad JSON is a one-line error naming the line."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CrlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if not all(isinstance(r, dict) for r in rows):
+            raise CrlError(f"{path}: a JSON array of objects was expected")
         return rows
+    rows = []
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise CrlError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix in (".jsonl", ".json"):
+        return read_json_rows(path)
     if path.suffix == ".parquet":
         from crl.pipeline.schemas import read_parquet
 
