@@ -13,7 +13,15 @@ import torch
 from crl.errors import CrlError
 from crl.objectives import OBJECTIVES, Batch, get_objective, options
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Every tensor of these tests is float64 by default; restored afterwards so other test files keep float32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 # ---- random batches ------------------------------------------------------------------------------
