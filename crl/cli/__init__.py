@@ -31,7 +31,7 @@ def root(
     """Contrastive RL from verifiable rewards: generate -> verify -> train -> eval, or iterate them all."""
 
 
-from crl.cli import build_default, data, eval, generate, inspect, iterate, plot, train, verify  # noqa: E402  (registers commands)
+from crl.cli import build_default, data, eval, generate, inspect, iterate, plot, train, verify  # noqa: E402,F401  (registers commands)
 
 
 def main() -> None:

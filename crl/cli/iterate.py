@@ -11,7 +11,6 @@ import typer
 from crl.cli import app
 from crl.errors import CrlError
 from crl.pipeline import config as config_mod
-from crl.progress import console
 
 
 def latest_run(root: Path) -> Path:
