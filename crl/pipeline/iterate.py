@@ -88,12 +88,16 @@ def generate_round(
     return {"attempts": attempts}
 
 
+def verify_config(cfg: dict[str, Any], progress: bool = True) -> VerifyConfig:
+    v = cfg["verify"]
+    return VerifyConfig(v["verifier"], v["workers"], v["timeout"], progress)
+
+
 def _mixed_groups(rows: pl.DataFrame, cfg: dict[str, Any]) -> int:
     """How many groups have both a correct and a wrong completion (a quick verify in process)."""
     from crl.pipeline.verify import groups, score
 
-    v = cfg["verify"]
-    grouped = groups(score(rows, VerifyConfig(v["verifier"], v["workers"], v["timeout"], progress=False)))
+    grouped = groups(score(rows, verify_config(cfg, progress=False)))
     return int(((grouped["n_pos"] > 0) & (grouped["n_neg"] > 0)).sum())
 
 
@@ -106,8 +110,7 @@ def eval_round(cfg: dict[str, Any], model: str, backend: Backend, out: Path) -> 
         instruction=cfg["generate"]["instruction"],
         limit=e["limit"] or None,
     )
-    v = cfg["verify"]
-    table, _ = evaluate(cfg["eval_tasks"], out, EvalConfig(gen, VerifyConfig(v["verifier"], v["workers"], v["timeout"])), backend)
+    table, _ = evaluate(cfg["eval_tasks"], out, EvalConfig(gen, verify_config(cfg)), backend)
     flat = {}
     for row in table.to_dicts():
         task = row.pop("task")
@@ -196,9 +199,8 @@ def run_round(cfg: dict[str, Any], run: Path, r: int, model: str, engine: Engine
     if r > 0:
         if not (rd / "rollouts.parquet").exists():
             summary.update(timed("generate", generate_round, cfg, model, engine.get(model), r, rd / "rollouts.parquet", prompts))
-        v = cfg["verify"]
         if not (rd / "verified").exists():
-            timed("verify", verify, rd / "rollouts.parquet", rd / "verified", VerifyConfig(v["verifier"], v["workers"], v["timeout"]))
+            timed("verify", verify, rd / "rollouts.parquet", rd / "verified", verify_config(cfg))
         if not (rd / "checkpoint").exists():
             timed("train", train, rd / "verified", rd / "checkpoint", train_config(cfg, model, r))
         from crl.pipeline.schemas import read_verified
