@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crl.default import DEFAULT_MODEL, TEST_PROMPTS  # noqa: E402
-from crl.pipeline.backends.base import SamplingConfig  # noqa: E402
+from crl.engine.backends.base import SamplingConfig  # noqa: E402
 
 
 def questions(k: int) -> list[str]:
@@ -70,10 +70,10 @@ def random_model(out: Path, seed: int, like: Path | None = None) -> Path:
 
 def make(name: str, model: Path):
     if name == "vllm":
-        from crl.pipeline.backends.vllm import VLLMBackend
+        from crl.engine.backends.vllm import VLLMBackend
 
         return VLLMBackend(str(model), max_model_len=256)
-    from crl.pipeline.backends.hf import HFBackend
+    from crl.engine.backends.hf import HFBackend
 
     return HFBackend(str(model), device="cpu", batch_size=64)
 

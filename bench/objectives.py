@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from crl.objectives import OBJECTIVES
-from crl.pipeline import config as config_mod
-from crl.pipeline.iterate import iterate
+from crl import config as config_mod
+from crl.stages.iterate import iterate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

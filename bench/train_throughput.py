@@ -5,7 +5,7 @@ Models: randomly initialised transformers Qwen2 models with the shapes of Qwen2.
 each sequence: equal lengths of 1k tokens (16 x 1024), of 4k (4 x 4096), and ragged (32 sequences,
 uniform 256..4096). For each model and rollout set, one optimiser step is timed (after one warm-up step) for:
 
-- ``crl``: crl's own path, ``crl.pipeline.train.optimizer_step`` (groups packed into rows of
+- ``crl``: crl's own path, ``crl.engine.trainer.optimizer_step`` (groups packed into rows of
   ``token_budget`` tokens with restarting position ids, log-probs of the taken tokens only, output layer
   in 2,048-row chunks), with the DAPO objective, once per attention kernel (sdpa, flex_attention);
 - ``usual``: padded micro-batches of ``budget // longest`` sequences, ``model(...).logits`` over the
@@ -43,8 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crl.pipeline.logprobs import TokenSeq, padded  # noqa: E402
-from crl.pipeline.train import (  # noqa: E402
+from crl.engine.logprobs import TokenSeq, padded  # noqa: E402
+from crl.engine.trainer import (  # noqa: E402
     Rollouts,
     TrainConfig,
     autocast,

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pytest
 
 from crl.errors import CrlError
-from crl.pipeline import datasets
-from crl.pipeline.prompts import load_prompts, resolve
+from crl.data import catalogue, hub, importers
+from crl.data.prompts import load_prompts, resolve
 
 ROWS = {  # rows written per file of ../shared/data (math_train: 4 rows without a gold answer are left out)
     "math500": 500, "gsm8k_test": 1319, "gsm8k_train": 7473, "aime24": 30, "aime25": 30, "amc23": 40,
@@ -60,12 +60,12 @@ def test_import_one_file_with_name_and_out(shared_data, tmp_path, cli):
 def test_json_array_and_parquet(tmp_path, home):
     rows = [{"Question": "1+1?", "Answer": 2}, {"Question": "2+2?", "Answer": 4.0}, {"Question": " ", "Answer": 1}]
     (tmp_path / "caps.json").write_text(json.dumps(rows))
-    [w] = datasets.import_path(tmp_path / "caps.json")
+    [w] = importers.import_path(tmp_path / "caps.json")
     assert (w.name, w.rows, w.skipped) == ("caps", 2, 1)
     df = pl.read_parquet(w.path)
     assert df["prompt"].to_list() == ["1+1?", "2+2?"] and df["answer"].to_list() == ["2", "4"]
     pl.DataFrame({"problem": ["p"], "solution": ["so \\boxed{\\frac{1}{2}}"], "id": [7]}).write_parquet(tmp_path / "plain.parquet")
-    [w] = datasets.import_path(tmp_path / "plain.parquet")
+    [w] = importers.import_path(tmp_path / "plain.parquet")
     assert pl.read_parquet(w.path).row(0) == ("7", "p", "\\frac{1}{2}", "plain")
 
 
@@ -109,17 +109,17 @@ def save_to_disk_like(folder: Path, table: pa.Table, split: str) -> None:
 def test_saved_datasets_folders(tmp_path, home):
     table = pa.Table.from_pylist([{"problem": "3*3?", "answer": "9"}, {"problem": "5-1?", "answer": "4"}])
     save_to_disk_like(tmp_path / "ds", table, "test")
-    [w] = datasets.import_path(tmp_path / "ds", name="saved")
+    [w] = importers.import_path(tmp_path / "ds", name="saved")
     assert w.rows == 2 and pl.read_parquet(w.path)["answer"].to_list() == ["9", "4"]
     # a DatasetDict: one subfolder per split; test is the default, --split picks another
     dd = tmp_path / "dd"
     save_to_disk_like(dd / "train", verl_table(), "train")
     save_to_disk_like(dd / "test", table, "test")
     (dd / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
-    assert datasets.import_path(dd, name="dd")[0].rows == 2
-    assert datasets.import_path(dd, name="dd_train", split="train")[0].rows == 3
+    assert importers.import_path(dd, name="dd")[0].rows == 2
+    assert importers.import_path(dd, name="dd_train", split="train")[0].rows == 3
     with pytest.raises(CrlError, match="no split 'valid'"):
-        datasets.import_path(dd, name="x", split="valid")
+        importers.import_path(dd, name="x", split="valid")
 
 
 def test_import_errors_are_one_line(tmp_path, home, cli):
@@ -141,9 +141,9 @@ def test_pull_offline_fails_fast_naming_import(home, monkeypatch, cli):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
     with pytest.raises(CrlError, match="not reachable.*crl data import"):
-        datasets.pull("aime24")
+        hub.pull("aime24")
     with pytest.raises(CrlError, match="not a known set"):
-        datasets.pull("imagenet")
+        hub.pull("imagenet")
     assert not home.exists() or not list(home.iterdir())
 
 
@@ -156,13 +156,13 @@ def test_pull_as_a_command_prints_one_line(tmp_path):
 
 def test_pull_converts_hub_rows(home, monkeypatch):
     """The download itself needs the hub; what pull does with the rows it gets is checked here."""
-    hub = [
+    rows = [
         {"ID": "1983-1", "Year": 1983, "Question": "First?", "Answer": "60"},
         {"ID": "2024-I-1", "Year": 2024, "Question": "Later?", "Answer": "204"},
     ]
-    monkeypatch.setattr(datasets, "_offline_reason", lambda: None)
-    monkeypatch.setattr(datasets, "_hub_rows", lambda entry: hub if entry.name == "aime_1983_2023" else [])
-    w = datasets.pull("aime_1983_2023_train")  # an alias
+    monkeypatch.setattr(hub, "_offline_reason", lambda: None)
+    monkeypatch.setattr(hub, "_hub_rows", lambda entry: rows if entry.name == "aime_1983_2023" else [])
+    w = hub.pull("aime_1983_2023_train")  # an alias
     df = pl.read_parquet(w.path)
     assert w.path == home / "aime_1983_2023.parquet" and df.rows() == [("1983-1", "First?", "60", "aime_1983_2023")]
     from crl.io import read_metadata
@@ -171,15 +171,15 @@ def test_pull_converts_hub_rows(home, monkeypatch):
 
 
 def test_catalogue_covers_the_issue():
-    names = {k.name for k in datasets.CATALOGUE}
+    names = {k.name for k in catalogue.CATALOGUE}
     assert {"math500", "gsm8k_test", "gsm8k_train", "aime24", "aime25", "amc23", "minerva_math", "olympiadbench",
             "math_train", "aime_1983_2023", "deepscaler"} <= names
-    assert all("/" in k.hub_id and k.split for k in datasets.CATALOGUE)
-    assert datasets.known("AIME-2024").name == "aime24" and datasets.known("nope") is None
+    assert all("/" in k.hub_id and k.split for k in catalogue.CATALOGUE)
+    assert catalogue.known("AIME-2024").name == "aime24" and catalogue.known("nope") is None
 
 
 def test_list_shows_present_sets(shared_data, home, cli):
-    datasets.import_path(shared_data / "amc23.jsonl")
+    importers.import_path(shared_data / "amc23.jsonl")
     pl.DataFrame({"prompt": ["q"], "answer": ["a"]}).write_parquet(home / "mine.parquet")
     code, out, _ = cli("data", "list")
     assert code == 0

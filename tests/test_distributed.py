@@ -29,9 +29,9 @@ from safetensors.torch import load_file
 from conftest import crl_main
 from crl.default import DEFAULT_MODEL
 from crl.io import write_parquet
-from crl.pipeline import distributed
-from crl.pipeline.checkpoint import load_tokenizer, tokenizer_fingerprint
-from crl.pipeline.schemas import GROUP_SCHEMA, VERIFIED_SCHEMA
+from crl.engine import distributed
+from crl.engine.checkpoint import load_tokenizer, tokenizer_fingerprint
+from crl.data.schemas import GROUP_SCHEMA, VERIFIED_SCHEMA
 
 TRAIN = ("--device", "cpu", "--precision", "fp32", "--lr", "1e-3", "--minibatches", "2", "--token-budget", "96")
 

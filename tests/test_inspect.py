@@ -10,8 +10,9 @@ import pytest
 
 from crl.errors import CrlError
 from crl.io import write_parquet
-from crl.pipeline.inspect import detect, pick_prompt
-from crl.pipeline.schemas import ROLLOUT_SCHEMA, VERDICT_SCHEMA
+from crl.views.inspect import detect
+from crl.views.tables import pick_prompt
+from crl.data.schemas import ROLLOUT_SCHEMA, VERDICT_SCHEMA
 
 WIDE = ("--width", "160")
 
@@ -37,7 +38,7 @@ def make_outputs(folder: Path) -> Path:
     rollouts = pl.DataFrame(rows, schema=ROLLOUT_SCHEMA)
     scored = pl.concat([rollouts, pl.DataFrame(verdicts, schema=VERDICT_SCHEMA)], how="horizontal")
     write_parquet(rollouts, folder / "rollouts.parquet", {"sampling": {"n": 4}})
-    from crl.pipeline.verify import groups
+    from crl.stages.verify import groups
 
     v = folder / "verified"
     write_parquet(scored.filter(pl.col("reward") > 0), v / "positive.parquet")
@@ -87,7 +88,7 @@ def test_unknown_file_is_one_line_error(tmp_path, cli):
 
 
 def test_default_prompt_is_a_mixed_group(outputs):
-    from crl.pipeline.schemas import read_verified
+    from crl.data.schemas import read_verified
 
     rows, _, _ = read_verified(outputs / "verified")
     assert pick_prompt(rows, None) == "p1"

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from crl.errors import CrlError
-from crl.pipeline import config as config_mod
+from crl import config as config_mod
 
 SMALL = [
     "--rounds", "2", "--backend", "hf",

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from crl.io import read_metadata, write_parquet
 from conftest import crl_main
-from crl.pipeline.schemas import GROUP_SCHEMA, ROLLOUT_SCHEMA, VERIFIED_SCHEMA, read_rollouts, read_verified
+from crl.data.schemas import GROUP_SCHEMA, ROLLOUT_SCHEMA, VERIFIED_SCHEMA, read_rollouts, read_verified
 
 GEN = ("--n", "4", "--max-new-tokens", "24", "--backend", "hf")
 
@@ -82,7 +82,7 @@ def test_verify_labels_known_completions(tmp_path, stages):
         answer=pl.Series(["12", "12", "12", "-4"]),
     )
     write_parquet(known, tmp_path / "r.parquet", meta)
-    from crl.pipeline.verify import VerifyConfig, verify
+    from crl.stages.verify import VerifyConfig, verify
 
     stats = verify(tmp_path / "r.parquet", tmp_path / "v", VerifyConfig(workers=1, progress=False))
     rows, _, _ = read_verified(tmp_path / "v")

@@ -11,7 +11,7 @@ import pytest
 
 from crl.errors import CrlError
 from crl.io import write_parquet
-from crl.pipeline.plot import eval_tasks, plot_run, series, train_columns
+from crl.views.plot import eval_tasks, plot_run, series, train_columns
 
 
 def synthetic_run(run: Path, rounds: int = 6) -> Path:
@@ -101,9 +101,9 @@ def tiny_run(tmp_path_factory) -> Path:
     import os
 
     from conftest import crl_main
-    from crl.default import DATA_DIR
+    from crl.default import SHIPPED_DIR
 
-    data = Path(os.environ.get("CRL_TEST_DEFAULT_DIR", DATA_DIR))  # lets a rebuilt default stand in
+    data = Path(os.environ.get("CRL_TEST_DEFAULT_DIR", SHIPPED_DIR))  # lets a rebuilt default stand in
     if not (data / "tiny-arith").is_dir():
         pytest.skip("the shipped tiny model is missing: run `crl build-default`")
     run = tmp_path_factory.mktemp("tiny") / "run"
@@ -114,7 +114,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_inspect_and_plot_a_real_run(tiny_run, cli):
-    from crl.pipeline.inspect import detect
+    from crl.views.inspect import detect
 
     r1 = tiny_run / "round-0001"
     expected = {

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from crl.errors import CrlError
-from crl.tracking import Tracker, flat_config, open_tracker, scalars
+from crl.views.tracking import Tracker, flat_config, open_tracker, scalars
 
 CONFIG = {"rounds": 2, "train": {"objective": "conspo", "lr": 2e-4}, "eval_tasks": ["arith_test"]}
 

@@ -9,9 +9,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import crl_main
-from crl.pipeline.checkpoint import load_model
-from crl.pipeline.logprobs import TokenSeq, completion_logprobs
-from crl.pipeline.train import memory_defaults
+from crl.engine.checkpoint import load_model
+from crl.engine.logprobs import TokenSeq, completion_logprobs
+from crl.engine.trainer import memory_defaults
 from test_distributed import make_model, make_verified
 
 RUN = ("--device", "cpu", "--lr", "1e-3", "--token-budget", "256")
@@ -92,7 +92,7 @@ def test_flex_attention_document_mask_matches_sdpa(setup):
 
 def test_compile_flag_reaches_the_trainer(setup, monkeypatch):
     """The flag is accepted and passed on; compiling for real is left to GPU runs (minutes of inductor on CPU)."""
-    import crl.pipeline.train as train_module
+    import crl.engine.trainer as train_module
 
     seen = {}
     monkeypatch.setattr(train_module, "train", lambda verified, out, cfg: seen.setdefault("cfg", cfg) and _empty_log())

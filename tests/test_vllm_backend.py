@@ -20,8 +20,8 @@ import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from crl.default import DEFAULT_MODEL  # noqa: E402
-from crl.pipeline.backends.base import SamplingConfig  # noqa: E402
-from crl.pipeline.backends.vllm import VLLMBackend  # noqa: E402
+from crl.engine.backends.base import SamplingConfig  # noqa: E402
+from crl.engine.backends.vllm import VLLMBackend  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -1,4 +1,4 @@
-"""The ``crl`` command: one small module per subcommand, flags only; the work is in crl.pipeline."""
+"""The ``crl`` command: one small module per subcommand, flags only; the work is in crl.stages."""
 
 from __future__ import annotations
 

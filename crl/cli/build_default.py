@@ -18,8 +18,8 @@ def build_default_cmd(
     steps: Annotated[Optional[int], typer.Option(min=1, help="Warm-start steps (default: the shipped recipe's).")] = None,
 ) -> None:
     """Generate the arithmetic train/test sets, the tokenizer, and warm-start the tiny model (a few minutes on a CPU)."""
-    from crl.default import DATA_DIR
+    from crl.default import SHIPPED_DIR
     from crl.default.warmstart import build_default
 
-    build_default(out or DATA_DIR, seed=seed, steps=steps)
-    console.print(f"wrote the default model and data to {out or DATA_DIR}")
+    build_default(out or SHIPPED_DIR, seed=seed, steps=steps)
+    console.print(f"wrote the default model and data to {out or SHIPPED_DIR}")

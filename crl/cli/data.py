@@ -34,7 +34,7 @@ def pull_cmd(
     out: Out = None,
 ) -> None:
     """Download a known benchmark or training set from the Hugging Face hub and write it as a prompt set."""
-    from crl.pipeline.datasets import pull
+    from crl.data.hub import pull
 
     _report([pull(name, out)])
 
@@ -48,7 +48,7 @@ def import_cmd(
     plain: Annotated[bool, typer.Option(help="Store a prompt given as one user chat message as plain text.")] = False,
 ) -> None:
     """Convert local data into crl's prompt-set format (id, prompt, answer, source) under a name."""
-    from crl.pipeline.datasets import import_path
+    from crl.data.importers import import_path
 
     _report(import_path(path, name, out, split, plain))
 
@@ -60,15 +60,15 @@ def list_cmd() -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from crl.default import DATA_DIR
-    from crl.pipeline.datasets import listing
-    from crl.pipeline.prompts import data_home
+    from crl.default import SHIPPED_DIR
+    from crl.data.catalogue import listing
+    from crl.data.prompts import data_home
 
     table = Table(title=f"prompt sets (data home: {data_home()})")
     for col, justify in (("name", "left"), ("kind", "left"), ("present", "left"), ("rows", "right"), ("hub", "left"), ("about", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for row in listing():
-        where = "shipped" if row["path"] and row["path"].parent == DATA_DIR else "data home"
+        where = "shipped" if row["path"] and row["path"].parent == SHIPPED_DIR else "data home"
         present = f"[green]{where}: {escape(row['path'].name)}[/green]" if row["path"] else "[dim]no[/dim]"
         rows = "" if row["rows"] is None else str(row["rows"])
         table.add_row(escape(row["name"]), row["kind"], present, rows, escape(row["hub"]), escape(row["note"]))

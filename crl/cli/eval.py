@@ -10,7 +10,7 @@ from rich.table import Table
 
 from crl.cli import app
 from crl.cli.generate import Backend, Instruction, Model, Template
-from crl.pipeline.backends import SamplingConfig
+from crl.engine.backends import SamplingConfig
 from crl.progress import console
 
 
@@ -41,10 +41,10 @@ def eval_cmd(
     backend: Backend = "auto",
 ) -> None:
     """Sample k completions per problem; print avg@k, pass@k, maj@k, mean length and truncation per task."""
-    from crl.pipeline.checkpoint import resolve_model
-    from crl.pipeline.eval import EvalConfig, evaluate
-    from crl.pipeline.generate import GenerateConfig
-    from crl.pipeline.verify import VerifyConfig
+    from crl.engine.checkpoint import resolve_model
+    from crl.stages.eval import EvalConfig, evaluate
+    from crl.stages.generate import GenerateConfig
+    from crl.stages.verify import VerifyConfig
 
     sampling = SamplingConfig(k, temperature, top_p, max_new_tokens, seed)
     gen = GenerateConfig(resolve_model(model), sampling, template, instruction, limit, None, backend)

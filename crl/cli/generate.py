@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
-from crl.pipeline.backends import SamplingConfig
+from crl.engine.backends import SamplingConfig
 from crl.progress import console
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Model folder or hub name; 'tiny-arith' is the shipped one.")]
@@ -36,8 +36,8 @@ def generate_cmd(
     round: Annotated[int, typer.Option(help="Round number recorded in the rows.")] = 0,
 ) -> None:
     """Sample K completions per prompt and write rollouts.parquet (token ids and behaviour log-probs kept)."""
-    from crl.pipeline.checkpoint import resolve_model
-    from crl.pipeline.generate import GenerateConfig, generate
+    from crl.engine.checkpoint import resolve_model
+    from crl.stages.generate import GenerateConfig, generate
 
     sampling = SamplingConfig(n, temperature, top_p, max_new_tokens, seed, tuple(stop or ()))
     cfg = GenerateConfig(resolve_model(model), sampling, template, instruction, limit, shard, backend, round)

@@ -20,7 +20,7 @@ def inspect_cmd(
     """Counts, pass rates, length distribution, statuses and finish reasons of a crl output; positives next to negatives."""
     from rich.console import Console
 
-    from crl.pipeline.inspect import summarize
+    from crl.views.inspect import summarize
 
     kind, parts = summarize(path, prompt, n)
     console = Console(width=width)

@@ -10,7 +10,7 @@ import typer
 
 from crl.cli import app
 from crl.errors import CrlError
-from crl.pipeline import config as config_mod
+from crl import config as config_mod
 
 
 def latest_run(root: Path) -> Path:
@@ -40,7 +40,7 @@ def iterate_cmd(
 
     With no flags it trains the shipped tiny model on synthetic arithmetic on the CPU in a few minutes.
     """
-    from crl.pipeline.iterate import iterate
+    from crl.stages.iterate import iterate
 
     if resume and out is None:
         out = latest_run(Path("runs"))
@@ -60,6 +60,6 @@ def iterate_cmd(
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{stamp}-{cfg['train']['objective']}"
     table = iterate(cfg, out, resume)
-    from crl.pipeline.report import print_run
+    from crl.views.report import print_run
 
     print_run(table, out)

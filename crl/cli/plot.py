@@ -17,7 +17,7 @@ def plot_cmd(
     dpi: Annotated[int, typer.Option(min=30, max=600, help="Resolution of the PNGs.")] = 110,
 ) -> None:
     """Held-out accuracy per task, training pass rate, share of mixed groups, completion length, loss and the objective's statistics over rounds."""
-    from crl.pipeline.plot import plot_run
+    from crl.views.plot import plot_run
     from crl.progress import console
 
     for path in plot_run(run, out, dpi):

@@ -74,9 +74,9 @@ def train_cmd(
         return
     if verified is None:
         raise CrlError("missing argument VERIFIED (a verified/ folder)")
-    from crl.pipeline.checkpoint import resolve_model
-    from crl.pipeline.train import TrainConfig, train
-    from crl.tracking import open_tracker
+    from crl.engine.checkpoint import resolve_model
+    from crl.engine.trainer import TrainConfig, train
+    from crl.views.tracking import open_tracker
 
     cfg = TrainConfig(
         model=resolve_model(model), objective=objective, options=parse_options(option or []), lr=lr,

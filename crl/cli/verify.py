@@ -21,7 +21,7 @@ def verify_cmd(
     timeout: Annotated[float, typer.Option(min=0.01, help="Wall-clock limit per item, in seconds.")] = 5.0,
 ) -> None:
     """Extract each completion's answer, compare it with the gold answer, write verified/{positive,negative,groups}."""
-    from crl.pipeline.verify import VerifyConfig, verify
+    from crl.stages.verify import VerifyConfig, verify
 
     stats = verify(rollouts, out, VerifyConfig(verifier, workers, timeout))
     table = Table(title=f"{out}", show_header=False)

@@ -16,9 +16,9 @@ This module only names the shipped files, so importing it costs nothing.
 
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-DEFAULT_MODEL = DATA_DIR / "tiny-arith"
-TRAIN_PROMPTS = DATA_DIR / "arith_train.parquet"
-TEST_PROMPTS = DATA_DIR / "arith_test.parquet"
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+DEFAULT_MODEL = SHIPPED_DIR / "tiny-arith"
+TRAIN_PROMPTS = SHIPPED_DIR / "arith_train.parquet"
+TEST_PROMPTS = SHIPPED_DIR / "arith_test.parquet"
 
-__all__ = ["DATA_DIR", "DEFAULT_MODEL", "TRAIN_PROMPTS", "TEST_PROMPTS"]
+__all__ = ["SHIPPED_DIR", "DEFAULT_MODEL", "TRAIN_PROMPTS", "TEST_PROMPTS"]

@@ -124,10 +124,10 @@ def build_default(out_dir: Path, seed: int = 0, steps: int | None = None, progre
 
 
 def main(argv: list[str] | None = None) -> None:
-    from crl.default import DATA_DIR
+    from crl.default import SHIPPED_DIR
 
     parser = argparse.ArgumentParser(prog="python -m crl.default.warmstart", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DATA_DIR, help="output directory (default: the repo's data/)")
+    parser.add_argument("--out", type=Path, default=SHIPPED_DIR, help="output directory (default: the package's crl/default/shipped/)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help=f"warm-start steps (default {STEPS})")
     args = parser.parse_args(argv)

@@ -25,9 +25,9 @@ TRAIN_LOG = "train_log.parquet"
 
 def resolve_model(spec: str) -> str:
     """A model folder, a hub name, or the name of a model shipped in data/ (``tiny-arith``)."""
-    from crl.default import DATA_DIR
+    from crl.default import SHIPPED_DIR
 
-    return str(DATA_DIR / spec) if not Path(spec).exists() and (DATA_DIR / spec).is_dir() else spec
+    return str(SHIPPED_DIR / spec) if not Path(spec).exists() and (SHIPPED_DIR / spec).is_dir() else spec
 
 
 def default_device() -> str:

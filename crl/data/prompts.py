@@ -35,9 +35,9 @@ def resolve(spec: str | Path) -> Path:
     path = Path(spec)
     if path.exists():
         return path
-    from crl.default import DATA_DIR
+    from crl.default import SHIPPED_DIR
 
-    for folder in (DATA_DIR, data_home()):
+    for folder in (SHIPPED_DIR, data_home()):
         for ext in (".parquet", ".jsonl"):
             if (folder / f"{spec}{ext}").is_file():
                 return folder / f"{spec}{ext}"
@@ -69,7 +69,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix in (".jsonl", ".json"):
         return read_json_rows(path)
     if path.suffix == ".parquet":
-        from crl.pipeline.schemas import read_parquet
+        from crl.data.schemas import read_parquet
 
         return read_parquet(path).to_dicts()
     raise CrlError(f"{path}: prompt sets are .parquet or .jsonl files")

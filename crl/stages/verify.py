@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from crl.io import atomic_path, read_metadata, write_parquet
-from crl.pipeline.schemas import GROUP_SCHEMA, STATUSES, VERDICT_SCHEMA, parquet_files, read_rollouts
+from crl.data.schemas import GROUP_SCHEMA, STATUSES, VERDICT_SCHEMA, parquet_files, read_rollouts
 from crl.verifiers import verify_many
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import polars as pl
 
 from crl.io import write_parquet
-from crl.pipeline.backends import Backend, make_backend
-from crl.pipeline.checkpoint import load_tokenizer
-from crl.pipeline.generate import GenerateConfig, rollout_rows
-from crl.pipeline.prompts import load_prompts
-from crl.pipeline.verify import VerifyConfig, score
+from crl.engine.backends import Backend, make_backend
+from crl.engine.checkpoint import load_tokenizer
+from crl.stages.generate import GenerateConfig, rollout_rows
+from crl.data.prompts import load_prompts
+from crl.stages.verify import VerifyConfig, score
 
 
 @dataclass(frozen=True)

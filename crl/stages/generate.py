@@ -14,10 +14,10 @@ from pathlib import Path
 import polars as pl
 
 from crl.io import write_parquet
-from crl.pipeline.backends import Backend, SamplingConfig, make_backend
-from crl.pipeline.checkpoint import load_tokenizer, tokenizer_fingerprint
-from crl.pipeline.prompts import load_prompts, render, shard
-from crl.pipeline.schemas import ROLLOUT_SCHEMA
+from crl.engine.backends import Backend, SamplingConfig, make_backend
+from crl.engine.checkpoint import load_tokenizer, tokenizer_fingerprint
+from crl.data.prompts import load_prompts, render, shard
+from crl.data.schemas import ROLLOUT_SCHEMA
 from crl.progress import progress_bar
 
 

@@ -20,18 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from rich.columns import Columns
-from rich.console import Group, RenderableType
+from rich.console import RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from crl.errors import CrlError
-from crl.pipeline.schemas import VERIFIED_FILES, parquet_files, read_parquet
+from crl.data.schemas import VERIFIED_FILES, parquet_files, read_parquet
+from crl.views.tables import clip, counts_table, fmt, header, kv_table, length_table, side_by_side
 
 KINDS = ("metrics", "verified", "train_log", "eval", "rollouts", "prompts")
-QUANTILES = (0.0, 0.1, 0.5, 0.9, 0.99, 1.0)
-MAX_CHARS = 1200
 
 
 def _columns(path: Path) -> set[str]:
@@ -94,103 +92,6 @@ def detect(path: str | Path) -> tuple[str, Path]:
     return kind, path
 
 
-# ------------------------------------------------------------------------------------------ small parts
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
-    return str(v)
-
-
-def _header(kind: str, path: Path) -> Text:
-    return Text.assemble((f"{kind}: ", "bold magenta"), (str(path), "bold"))
-
-
-def kv_table(title: str, items: dict[str, Any]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for k, v in items.items():
-        table.add_row(k, _fmt(v))
-    return table
-
-
-def counts_table(title: str, series: pl.Series) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column(series.name)
-    table.add_column("count", justify="right")
-    table.add_column("share", justify="right")
-    total = max(series.len(), 1)
-    for value, n in series.value_counts(sort=True).iter_rows():
-        table.add_row(str(value), str(n), f"{n / total:.1%}")
-    return table
-
-
-def length_table(lengths: pl.Series, title: str = "completion tokens") -> Table:
-    table = Table(title=title, title_justify="left")
-    for q in QUANTILES:
-        table.add_column({0.0: "min", 1.0: "max"}.get(q, f"p{int(q * 100)}"), justify="right")
-    table.add_column("mean", justify="right")
-    table.add_row(*[_fmt(lengths.quantile(q, "nearest")) for q in QUANTILES], _fmt(lengths.mean()))
-    return table
-
-
-def _clip(text: str, limit: int = MAX_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit] + f" … [{len(text) - limit} more characters]"
-
-
-# -------------------------------------------------------------------------------------------- samples
-
-
-def pick_prompt(rows: pl.DataFrame, prompt_id: str | None) -> str:
-    """``prompt_id`` if given (checked), else a prompt with both correct and wrong samples, else the first."""
-    ids = rows["prompt_id"]
-    if prompt_id is not None:
-        if prompt_id not in set(ids.unique().to_list()):
-            raise CrlError(f"--prompt {prompt_id}: no such prompt_id here (e.g. {', '.join(ids.unique(maintain_order=True).head(3).to_list())})")
-        return prompt_id
-    if "reward" in rows.columns:
-        per = rows.group_by("prompt_id", maintain_order=True).agg(rate=(pl.col("reward") > 0).mean())
-        mixed = per.filter((pl.col("rate") > 0) & (pl.col("rate") < 1))
-        if mixed.height:
-            return mixed.sort((pl.col("rate") - 0.5).abs(), maintain_order=True)["prompt_id"][0]
-    return ids[0]
-
-
-def _sample_panel(row: dict[str, Any], style: str) -> Panel:
-    title = f"sample {row['sample']}"
-    if "reward" in row:
-        title += f" · reward {row['reward']:g} · pred {row.get('pred')!r} · {row.get('status')}"
-    title += f" · {len(row['completion_ids'] or [])} tok · {row['finish_reason']}"
-    return Panel(Text(_clip(row["completion"])), title=title, title_align="left", border_style=style)
-
-
-def side_by_side(rows: pl.DataFrame, prompt_id: str | None, n: int) -> RenderableType:
-    """The prompt, its gold answer, and up to ``n`` positive and ``n`` negative completions in two columns."""
-    pid = pick_prompt(rows, prompt_id)
-    group = rows.filter(pl.col("prompt_id") == pid).sort("sample")
-    first = group.row(0, named=True)
-    head = Panel(
-        Text(_clip(first["prompt"])),
-        title=f"prompt {pid} · gold {first['answer']!r} · {group.height} samples",
-        title_align="left",
-    )
-    if "reward" not in group.columns:
-        panels = [_sample_panel(r, "cyan") for r in group.head(2 * n).iter_rows(named=True)]
-        return Group(head, Columns(panels, equal=True, expand=True))
-    pos = group.filter(pl.col("reward") > 0)
-    neg = group.filter(pl.col("reward") <= 0)
-    table = Table(expand=True, show_lines=False)
-    table.add_column(f"positive ({pos.height})", ratio=1)
-    table.add_column(f"negative ({neg.height})", ratio=1)
-    left = [_sample_panel(r, "green") for r in pos.head(n).iter_rows(named=True)] or [Text("(none)", style="dim")]
-    right = [_sample_panel(r, "red") for r in neg.head(n).iter_rows(named=True)] or [Text("(none)", style="dim")]
-    table.add_row(Group(*left), Group(*right))
-    return Group(head, table)
-
 
 # ---------------------------------------------------------------------------------------------- kinds
 
@@ -209,7 +110,7 @@ def _meta(path: Path) -> dict[str, Any]:
 
 
 def summarize_rollouts(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
-    from crl.pipeline.schemas import read_rollouts
+    from crl.data.schemas import read_rollouts
 
     rows, meta = read_rollouts(path)
     per = rows.group_by("prompt_id").len()
@@ -224,7 +125,7 @@ def summarize_rollouts(path: Path, prompt_id: str | None, n: int) -> list[Render
     }
     items.update({f"meta {k}": json.dumps(v) if not isinstance(v, (str, int, float)) else v for k, v in meta.items()})
     return [
-        _header("rollouts", path),
+        header("rollouts", path),
         kv_table("summary", items),
         length_table(_completion_lengths(rows)),
         counts_table("finish reasons", rows["finish_reason"]),
@@ -252,7 +153,7 @@ def _verdicts(rows: pl.DataFrame, title: str) -> list[RenderableType]:
     for label, flag in (("positive", True), ("negative", False)):
         s = lengths.filter(pl.col("positive") == flag)["tokens"]
         if s.len():
-            by.add_row(label, str(s.len()), *[_fmt(s.quantile(q, "nearest")) for q in (0.1, 0.5, 0.9)], _fmt(s.max()), _fmt(s.mean()))
+            by.add_row(label, str(s.len()), *[fmt(s.quantile(q, "nearest")) for q in (0.1, 0.5, 0.9)], fmt(s.max()), fmt(s.mean()))
     return [
         kv_table(title, items),
         length_table(lengths["tokens"]),
@@ -263,10 +164,10 @@ def _verdicts(rows: pl.DataFrame, title: str) -> list[RenderableType]:
 
 
 def summarize_verified(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
-    from crl.pipeline.schemas import read_verified
+    from crl.data.schemas import read_verified
 
     rows, groups, meta = read_verified(path)
-    out = [_header("verified", path), *_verdicts(rows, "summary")]
+    out = [header("verified", path), *_verdicts(rows, "summary")]
     if "source" in rows.columns and rows["source"].n_unique() > 1:
         out.append(_per(rows, "source"))
     hist = groups.group_by("n_pos").len().sort("n_pos")
@@ -301,16 +202,16 @@ def _per(rows: pl.DataFrame, key: str) -> Table:
     for c in (key, "prompts", "samples", "avg", "solved (pass@n)", "mean tokens", "truncated"):
         table.add_column(c, justify="left" if c == key else "right")
     for r in per.iter_rows(named=True):
-        table.add_row(str(r[key]), str(r["prompts"]), str(r["samples"]), _fmt(r["avg"]), _fmt(r["solved"]), _fmt(r["tokens"]), _fmt(r["truncated"]))
+        table.add_row(str(r[key]), str(r["prompts"]), str(r["samples"]), fmt(r["avg"]), fmt(r["solved"]), fmt(r["tokens"]), fmt(r["truncated"]))
     return table
 
 
 def summarize_eval(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
-    from crl.pipeline.schemas import VERIFIED_SCHEMA, conform
+    from crl.data.schemas import VERIFIED_SCHEMA, conform
 
     rows = conform(read_parquet(path), VERIFIED_SCHEMA, str(path))
     meta = _meta(path)
-    out = [_header("eval", path), *_verdicts(rows, "summary")]
+    out = [header("eval", path), *_verdicts(rows, "summary")]
     out.insert(2, _per(rows, "task"))
     if meta.get("metrics"):
         table = Table(title="metrics (as written by crl eval)", title_justify="left")
@@ -318,7 +219,7 @@ def summarize_eval(path: Path, prompt_id: str | None, n: int) -> list[Renderable
         for c in metrics[0]:
             table.add_column(c, justify="left" if c == "task" else "right")
         for m in metrics:
-            table.add_row(*[_fmt(v) for v in m.values()])
+            table.add_row(*[fmt(v) for v in m.values()])
         out.insert(2, table)
     out.append(side_by_side(rows, prompt_id, n))
     return out
@@ -340,7 +241,7 @@ def trend_table(df: pl.DataFrame, title: str, order: str, columns: list[str]) ->
             s = s.drop_nans()
         if not s.len():
             continue
-        table.add_row(c, str(s.len()), _fmt(s[0]), _fmt(s[-1]), _fmt(s.min()), _fmt(s.max()), _fmt(s.mean()))
+        table.add_row(c, str(s.len()), fmt(s[0]), fmt(s[-1]), fmt(s.min()), fmt(s.max()), fmt(s.mean()))
     return table
 
 
@@ -353,7 +254,7 @@ def summarize_train_log(path: Path, prompt_id: str | None, n: int) -> list[Rende
     state = path.parent / "trainer_state.json"
     if state.is_file():
         items.update({f"state {k}": v for k, v in json.loads(state.read_text()).items()})
-    return [_header("train_log", path), kv_table("summary", items), trend_table(log, "per-step statistics", order, _numeric(log, ("step", "epoch")))]
+    return [header("train_log", path), kv_table("summary", items), trend_table(log, "per-step statistics", order, _numeric(log, ("step", "epoch")))]
 
 
 def summarize_metrics(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
@@ -371,7 +272,7 @@ def summarize_metrics(path: Path, prompt_id: str | None, n: int) -> list[Rendera
         ("training (mean per round)", [c for c in m.columns if c.startswith("train/")]),
         ("seconds", seconds),
     ]
-    out: list[RenderableType] = [_header("metrics", path), kv_table("summary", items)]
+    out: list[RenderableType] = [header("metrics", path), kv_table("summary", items)]
     for title, cols in groups:
         cols = [c for c in cols if m.schema[c].is_numeric()]
         if cols:
@@ -380,18 +281,18 @@ def summarize_metrics(path: Path, prompt_id: str | None, n: int) -> list[Rendera
 
 
 def summarize_prompts(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
-    from crl.pipeline.prompts import load_prompts
+    from crl.data.prompts import load_prompts
 
     df = load_prompts(path)
     lengths = df["prompt"].str.len_chars().alias("prompt characters")
     out: list[RenderableType] = [
-        _header("prompt set", path),
+        header("prompt set", path),
         kv_table("summary", {"prompts": df.height, "unique ids": df["id"].n_unique()}),
         counts_table("sources", df["source"]),
         length_table(lengths, "prompt characters"),
     ]
     row = df.filter(pl.col("id") == prompt_id).row(0, named=True) if prompt_id and prompt_id in df["id"].to_list() else df.row(0, named=True)
-    out.append(Panel(Text(_clip(row["prompt"])), title=f"{row['id']} · gold {row['answer']!r}", title_align="left"))
+    out.append(Panel(Text(clip(row["prompt"])), title=f"{row['id']} · gold {row['answer']!r}", title_align="left"))
     return out
 
 

@@ -37,7 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from crl.pipeline.backends.base import Progress, Sample, SamplingConfig
+from crl.engine.backends.base import Progress, Sample, SamplingConfig
 
 
 class VLLMBackend:

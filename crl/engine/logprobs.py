@@ -45,7 +45,8 @@ def pack(sizes: Sequence[int], budget: int) -> list[list[int]]:
 
 
 def _taken_logprobs(hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float) -> Tensor:
-    logits = (hidden @ weight.T).float() / temperature
+    logits = hidden @ weight.T
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature  # bf16 up, float64 kept
     return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
 
 

@@ -6,7 +6,7 @@ import importlib.util
 
 from crl.errors import CrlError
 from crl.progress import console
-from crl.pipeline.backends.base import Backend, Sample, SamplingConfig
+from crl.engine.backends.base import Backend, Sample, SamplingConfig
 
 BACKENDS = ("auto", "hf", "vllm")
 
@@ -16,7 +16,7 @@ def make_backend(name: str, model: str, **options: object) -> Backend:
     if name not in BACKENDS:
         raise CrlError(f"--backend {name}: choose one of {', '.join(BACKENDS)}")
     if name in ("auto", "vllm") and (name == "vllm" or importlib.util.find_spec("vllm")):
-        from crl.pipeline.backends.vllm import VLLMBackend
+        from crl.engine.backends.vllm import VLLMBackend
 
         try:
             return VLLMBackend(model, **{k: v for k, v in options.items() if k in VLLMBackend.OPTIONS})
@@ -24,7 +24,7 @@ def make_backend(name: str, model: str, **options: object) -> Backend:
             if name == "vllm":
                 raise CrlError(f"--backend vllm: the engine did not start ({str(e).splitlines()[0]})") from None
             console.print(f"[yellow]vLLM is installed but did not start ({str(e).splitlines()[0]}); using transformers")
-    from crl.pipeline.backends.hf import HFBackend
+    from crl.engine.backends.hf import HFBackend
 
     return HFBackend(model, **{k: v for k, v in options.items() if k in ("device", "batch_size")})
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from crl.pipeline.backends.base import Progress, Sample, SamplingConfig
-from crl.pipeline.checkpoint import default_device, load_model, load_tokenizer
-from crl.pipeline.logprobs import TokenSeq, batched_logprobs
+from crl.engine.backends.base import Progress, Sample, SamplingConfig
+from crl.engine.checkpoint import default_device, load_model, load_tokenizer
+from crl.engine.logprobs import TokenSeq, batched_logprobs
 
 
 class HFBackend:

@@ -12,7 +12,7 @@ The checkpoint folder holds the model and tokenizer (loadable by transformers an
 the next round continues the same AdamW state, trainer_state.json and train_log.parquet (one row per step).
 
 The same command runs on N processes (``torchrun --nproc-per-node N -m crl train ...``, docs/multinode.md):
-the model is sharded with FSDP2 (crl/pipeline/distributed.py) and each optimiser step's groups are dealt
+the model is sharded with FSDP2 (crl/engine/distributed.py) and each optimiser step's groups are dealt
 whole to the ranks, balanced by tokens. Every forward/backward is then collective, so a rank that runs
 out of micro-batches before the others runs zero-weight passes (the shortest sequence, loss times 0)
 until all have run as many. The units and the stats are summed over ranks, so the update and the log
@@ -49,8 +49,8 @@ from torch.distributed.checkpoint.state_dict import (
 
 from crl.errors import CrlError
 from crl.objectives import CONTEXT, Batch, get_objective, options
-from crl.pipeline import distributed
-from crl.pipeline.checkpoint import (
+from crl.engine import distributed
+from crl.engine.checkpoint import (
     default_device,
     load_model,
     load_optimizer_state,
@@ -59,8 +59,8 @@ from crl.pipeline.checkpoint import (
     save_checkpoint,
     tokenizer_fingerprint,
 )
-from crl.pipeline.logprobs import TokenSeq, completion_logprobs, pack, packed_logprobs, padded
-from crl.pipeline.schemas import read_verified
+from crl.engine.logprobs import TokenSeq, completion_logprobs, pack, packed_logprobs, padded
+from crl.data.schemas import read_verified
 from crl.progress import progress_bar
 
 SUMMED_STATS = ("units", "groups_dropped", "groups_flat")

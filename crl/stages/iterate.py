@@ -26,16 +26,16 @@ import polars as pl
 
 from crl.errors import CrlError
 from crl.io import atomic_path, clean_partial, write_parquet
-from crl.pipeline import config as config_mod
-from crl.pipeline.backends import Backend, SamplingConfig, make_backend
-from crl.pipeline.eval import EvalConfig, evaluate
-from crl.pipeline.generate import GenerateConfig, rollout_metadata, rollout_rows
-from crl.pipeline.checkpoint import load_tokenizer, resolve_model
-from crl.pipeline.prompts import load_prompts, resolve as resolve_prompts
-from crl.pipeline.train import ATTENTION, PRECISIONS, TrainConfig, train
-from crl.pipeline.verify import VerifyConfig, verify
+from crl import config as config_mod
+from crl.engine.backends import Backend, SamplingConfig, make_backend
+from crl.stages.eval import EvalConfig, evaluate
+from crl.stages.generate import GenerateConfig, rollout_metadata, rollout_rows
+from crl.engine.checkpoint import load_tokenizer, resolve_model
+from crl.data.prompts import load_prompts, resolve as resolve_prompts
+from crl.engine.trainer import ATTENTION, PRECISIONS, TrainConfig, train
+from crl.stages.verify import VerifyConfig, verify
 from crl.progress import console
-from crl.tracking import open_tracker
+from crl.views.tracking import open_tracker
 
 DONE = "round.json"
 
@@ -95,7 +95,7 @@ def verify_config(cfg: dict[str, Any], progress: bool = True) -> VerifyConfig:
 
 def _mixed_groups(rows: pl.DataFrame, cfg: dict[str, Any]) -> int:
     """How many groups have both a correct and a wrong completion (a quick verify in process)."""
-    from crl.pipeline.verify import groups, score
+    from crl.stages.verify import groups, score
 
     grouped = groups(score(rows, verify_config(cfg, progress=False)))
     return int(((grouped["n_pos"] > 0) & (grouped["n_neg"] > 0)).sum())
@@ -203,8 +203,8 @@ def run_round(cfg: dict[str, Any], run: Path, r: int, model: str, engine: Engine
             timed("verify", verify, rd / "rollouts.parquet", rd / "verified", verify_config(cfg))
         if not (rd / "checkpoint").exists():
             timed("train", train, rd / "verified", rd / "checkpoint", train_config(cfg, model, r))
-        from crl.pipeline.schemas import read_verified
-        from crl.pipeline.verify import summary as verify_summary
+        from crl.data.schemas import read_verified
+        from crl.stages.verify import summary as verify_summary
 
         rows, grouped, _ = read_verified(rd / "verified")
         summary.update({f"rollouts/{k}": val for k, val in verify_summary(rows, grouped).items()})

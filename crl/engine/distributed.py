@@ -9,7 +9,7 @@ With N > 1 the model is sharded by FSDP2 (``fully_shard``): each decoder layer i
 (embeddings, final norm, output layer) another, so a rank holds 1/N of the weights, gradients and AdamW
 state, and gathers one layer's weights at a time during forward and backward. Every forward and
 backward is collective, so all ranks must run the same number of them; the trainer equalises the count
-of micro-batches (see ``crl.pipeline.train``).
+of micro-batches (see ``crl.engine.trainer``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,185 @@
+"""The contrastive objectives: ConSPO, ReNCE, DisCO (and DisCO-b), CoPG and online DPO.
+
+Each pushes the policy towards the positives of a group and away from its negatives, with no advantage
+estimate; the equations and their sources are in docs/objectives.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from crl.errors import CrlError
+from crl.objectives.ops import (
+    Groups,
+    contrast_stats,
+    entropy,
+    group_logsumexp,
+    group_max,
+    group_mean,
+    group_pick,
+    group_sum,
+    groups,
+    infonce,
+    k3,
+    kl_stat,
+    reference,
+    seq_mean,
+    seq_sum,
+    token_mean,
+)
+from crl.objectives.registry import Batch, Stats, register
+
+
+@register("conspo")
+def conspo(
+    b: Batch, *, tau: float = 10.0, margin: float = 0.01, alpha: float = 0.3, progress: float = 0.0
+) -> tuple[Tensor, Stats]:
+    """ConSPO: per group maximise J = (1/|P|) sum_{i in P} tau log(e^{(s_i-m)/tau} / (e^{(s_i-m)/tau} +
+    sum_{j in N} e^{s_j/tau})) with s the length-normalised log-likelihood, and the margin m rising from 0
+    to ``margin`` on a cosine over the first ``alpha`` of training (``progress``), then held. Unit: group."""
+    ramp = min(progress / alpha, 1.0) if alpha > 0 else 1.0
+    m = margin / 2 * (1 - math.cos(math.pi * ramp))
+    g = groups(b)
+    s = seq_mean(b.logp, b.mask)
+    nll, hardest = infonce((s - m * g.pos) / tau, g)
+    loss = g.mean(tau * nll)
+    stats = contrast_stats(g, s) | {"hardest_neg_weight": float(g.mean(hardest)), "margin": m}
+    return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
+
+
+@register("rence")
+def rence(
+    b: Batch,
+    *,
+    form: str = "per-positive",
+    score: str = "logratio",
+    beta: float = 1.0,
+    margin: float = 0.0,
+    kl_coef: float = 0.0,
+    target_kl: float | None = None,
+    easy_threshold: float = 1.0,
+) -> tuple[Tensor, Stats]:
+    """ReNCE as multi-label noise contrastive estimation over each group's rollouts. Unit: group.
+
+    - ``form="per-positive"``: loss = -(1/|P|) sum_{i in P} log(e^{z_i} / (e^{z_i} + sum_{j in N} e^{z_j}));
+      ``form="marginal"``: loss = -log(sum_{i in P} e^{z_i} / sum_k e^{z_k}).
+    - score z_k = beta * (S_k - S_k_old) (``"logratio"``), beta * (s_k - s_k_old) (``"normalized"``) or
+      beta * s_k (``"plain"``). beta = 1 makes the logratio score the log density ratio itself, NCE's
+      classifier logit, and gives d loss / d S_i = (1 - P_i)/|P| like ConSPO; below 1 it softens the
+      softmax. ``margin`` is subtracted from the positives' scores.
+    - ``kl_coef`` > 0 adds, per group, kl_coef * KL_g with KL_g the group's mean k3 estimate against the
+      reference. With ``target_kl`` the weight adapts instead: (kl_coef * max(KL_g - target_kl, 0))
+      .detach() * KL_g, a squared hinge as in DisCO (stateless, so exact across micro-batches).
+    - ``easy_threshold``: groups whose pass rate is >= it are dropped (1.0: only the all-positive ones,
+      which have no contrast anyway).
+    """
+    if form not in ("per-positive", "marginal") or score not in ("logratio", "normalized", "plain"):
+        raise CrlError("rence: form must be per-positive|marginal and score logratio|normalized|plain")
+    pass_rate = group_mean((b.reward > 0).to(b.mask.dtype), b.group, b.num_groups)
+    g = groups(b, keep=pass_rate < easy_threshold)
+    if score == "logratio":
+        z = beta * (seq_sum(b.logp, b.mask) - seq_sum(b.old_logp, b.mask))
+    elif score == "normalized":
+        z = beta * (seq_mean(b.logp, b.mask) - seq_mean(b.old_logp, b.mask))
+    else:
+        z = beta * seq_mean(b.logp, b.mask)
+    zm = z - margin * g.pos
+    if form == "per-positive":
+        nll, hardest = infonce(zm, g)
+    else:
+        lse_all = group_logsumexp(zm, g.group, g.G, g.pos | g.neg)
+        nll = lse_all - group_logsumexp(zm, g.group, g.G, g.pos)
+        hardest = torch.exp(group_max(zm.detach(), g.group, g.G, g.neg) - lse_all.detach())
+    stats = contrast_stats(g, z) | {"hardest_neg_weight": float(g.mean(hardest))}
+    if kl_coef > 0:
+        kl = group_mean(seq_mean(k3(b.logp, reference(b)), b.mask), g.group, g.G)
+        weight = kl_coef if target_kl is None else (kl_coef * (kl - target_kl).clamp(min=0)).detach()
+        nll = nll + weight * kl
+    if b.ref_logp is not None or kl_coef > 0:
+        stats["kl"] = kl_stat(b)
+    return g.mean(nll), stats | {"units": float(g.units), "entropy": entropy(b)}
+
+
+def disco_score(b: Batch, score: str) -> Tensor:
+    """DisCO's score: s_k (``"loglik"``) or the mean token ratio (1/L_k) sum_t rho[k, t] (``"ratio"``)."""
+    if score not in ("loglik", "ratio"):
+        raise CrlError("disco: score must be loglik|ratio")
+    return seq_mean(b.logp if score == "loglik" else torch.exp(b.logp - b.old_logp), b.mask)
+
+
+def disco_loss(
+    b: Batch, g: Groups, s: Tensor, J: Tensor, hardest: Tensor, delta: float, beta: float
+) -> tuple[Tensor, Stats]:
+    """-J averaged over the groups used, plus the squared-hinge KL constraint (beta max(KL - delta, 0))
+    .detach() * KL with KL the masked mean of old_logp - logp over the tensors passed in (the paper takes
+    it over its batch, so this one term depends on how the trainer splits micro-batches)."""
+    kl = token_mean(b.old_logp - b.logp, b.mask)
+    constraint = (beta * (kl - delta).clamp(min=0)).detach() * kl
+    loss = g.mean(-J) + constraint * (g.units > 0)
+    stats = contrast_stats(g, s) | {"hardest_neg_weight": float(g.mean(hardest)), "kl": float(kl.detach())}
+    return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
+
+
+@register("disco")
+def disco(
+    b: Batch, *, score: str = "loglik", tau: float | None = None, delta: float = 1e-4, beta: float = 1e3
+) -> tuple[Tensor, Stats]:
+    """DisCO: per group maximise J = mean_{P} s - tau log sum_{N} e^{s/tau}, under the KL constraint;
+    tau=None picks 10 for the loglik score and 1 for the ratio score. Unit: group."""
+    tau = tau if tau is not None else (10.0 if score == "loglik" else 1.0)
+    g = groups(b)
+    s = disco_score(b, score)
+    lse_neg = group_logsumexp(s / tau, g.group, g.G, g.neg)
+    J = group_mean(s, g.group, g.G, g.pos) - tau * lse_neg
+    hardest = torch.exp(group_max(s.detach() / tau, g.group, g.G, g.neg) - lse_neg.detach())
+    return disco_loss(b, g, s, J, hardest, delta, beta)
+
+
+@register("disco-b")
+def disco_b(
+    b: Batch, *, score: str = "loglik", delta: float = 1e-4, beta: float = 1e3
+) -> tuple[Tensor, Stats]:
+    """DisCO-b: per group maximise J = mean_{P} s - mean_{N} s, under DisCO's KL constraint. Unit: group.
+    Every negative gets the same weight 1/|N| (reported as ``hardest_neg_weight``)."""
+    g = groups(b)
+    s = disco_score(b, score)
+    J = group_mean(s, g.group, g.G, g.pos) - group_mean(s, g.group, g.G, g.neg)
+    hardest = 1 / group_sum(g.neg.to(s.dtype), g.group, g.G).clamp(min=1)
+    return disco_loss(b, g, s, J, hardest, delta, beta)
+
+
+@register("copg")
+def copg(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
+    """CoPG: with R'_k = r_k - beta (S_k - S_k_ref), loss = (1/(K-1)) sum_{i<j} (R'_i - R'_j)^2 per group.
+    Off-policy, no importance weight. Unit: group."""
+    g = groups(b)
+    implicit = beta * (seq_sum(b.logp, b.mask) - seq_sum(reference(b), b.mask))
+    R = b.reward - implicit
+    same = g.group[:, None] == g.group[None, :]
+    pairs = torch.where(same, (R[:, None] - R[None, :]) ** 2, 0.0).sum(1) / 2  # each pair i<j once
+    K = group_sum(torch.ones_like(R), g.group, g.G)
+    loss = g.mean(group_sum(pairs, g.group, g.G) / (K - 1).clamp(min=1))
+    stats = contrast_stats(g, implicit) | {"kl": kl_stat(b)}
+    return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
+
+
+@register("online-dpo")
+def online_dpo(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
+    """Online DPO: per group, -log sigmoid(beta ((S+ - S+_ref) - (S- - S-_ref))) for one pair: the positive
+    with the lowest implicit reward beta (S - S_ref) against the negative with the highest (the hardest
+    pair, chosen on detached values, so the choice does not depend on the order of the rollouts).
+    Unit: group."""
+    g = groups(b)
+    u = beta * (seq_sum(b.logp, b.mask) - seq_sum(reference(b), b.mask))
+    last = len(u) - 1  # a dropped group has no pick (index B); any valid row will do, it is masked out
+    chosen = group_pick(-u.detach(), g.group, g.G, g.pos).clamp(max=last)
+    rejected = group_pick(u.detach(), g.group, g.G, g.neg).clamp(max=last)
+    loss = g.mean(-F.logsigmoid(u[chosen] - u[rejected]))
+    sp, sn = float(g.mean(u[chosen].detach())), float(g.mean(u[rejected].detach()))
+    stats = {"score_pos": sp, "score_neg": sn, "score_gap": sp - sn, "groups_dropped": float(g.dropped)}
+    stats["kl"] = kl_stat(b)
+    return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
