@@ -1,90 +1,91 @@
-"""Every objective on the embedded default with the same seeds, prompts and budget.
+"""Objectives on the embedded default: each objective at each learning rate, several seeds, the same budget.
 
-Runs ``crl iterate`` (in-process) once per objective and prints one table: held-out accuracy of the warm
-start and after the last round, wall time, completion tokens trained. The warm start's evaluation (round 0)
-is the same for every objective, so it is computed once and copied into each run folder, which ``--resume``
-then treats as done. Run folders go to OUT/ (default bench/results/objectives/), the table to OUT.json.
+Runs ``crl iterate`` (in-process) once per (objective, learning rate, seed) on the default task and prints one
+table: held-out avg@k and pass@k of the warm start and after the last round (mean and standard deviation over
+the seeds), the gain, and the time in rounds (generation, verification, training; evaluation excluded). Run
+folders go to OUT/ (default bench/results/objectives/), the table to OUT.json. A run whose folder is complete is
+read, not redone, so an interrupted sweep continues where it stopped.
 
-    python bench/objectives.py                       # all objectives, the default run's settings
-    python bench/objectives.py --objectives conspo grpo --rounds 4 --set train.lr=1e-4
+    python bench/objectives.py                                            # every objective, its default lr, 3 seeds
+    python bench/objectives.py --objectives conspo grpo --lrs 1e-4 3e-4 1e-3 --seeds 0 1 2
+    python bench/objectives.py --objectives conspo --set train.options.inverse=true --out bench/results/conspo-inverse
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import time
+import statistics
 from pathlib import Path
 
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from crl.config import parse_set, resolve
 from crl.objectives import OBJECTIVES
-from crl import config as config_mod
 from crl.stages.iterate import iterate
+from crl.views.report import eval_columns
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def tokens_trained(run: Path) -> int:
-    logs = [pl.read_parquet(p) for p in sorted(run.glob("round-*/checkpoint/train_log.parquet"))]
-    return int(sum(log["tokens"].sum() for log in logs))
-
-
-def accuracy_column(metrics: pl.DataFrame) -> str:
-    return next(c for c in metrics.columns if "/avg@" in c)
-
-
-def run_objective(objective: str, cfg: dict, out: Path, warm_start: Path | None) -> dict:
-    run = out / objective
-    if run.exists():
-        shutil.rmtree(run)
-    if warm_start is not None:
-        shutil.copytree(warm_start, run / warm_start.name)
-    start = time.perf_counter()
-    metrics = iterate(cfg, run, resume=True)
-    wall = time.perf_counter() - start
-    col = accuracy_column(metrics)
-    evals = metrics.drop_nulls(col)
+def run_one(objective: str, lr: float | None, seed: int, settings: dict, out: Path) -> dict:
+    """One run (or the finished run already in ``out``): first and last evaluation, time in rounds."""
+    layer = {**settings, "seed": seed, "train": {**settings.get("train", {}), "objective": objective}}
+    if lr is not None:
+        layer["train"]["lr"] = lr
+    resolved = resolve([(layer, "bench")])
+    run = out / f"{objective}-lr{resolved.config.train.lr:g}-seed{seed}"
+    done = (run / "metrics.parquet").is_file() and pl.read_parquet(run / "metrics.parquet")["round"].max() == resolved.config.rounds
+    metrics = pl.read_parquet(run / "metrics.parquet") if done else iterate(resolved, run, resume=run.exists())
+    evals = metrics.drop_nulls(eval_columns(metrics)[0])
+    avg, pass_ = (next(c for c in eval_columns(metrics) if f"/{m}@" in c) for m in ("avg", "pass"))
     return {
-        "objective": objective,
-        "metric": col,
-        "before": evals[col][0],
-        "after": evals[col][-1],
-        "gain_points": 100 * (evals[col][-1] - evals[col][0]),
-        "wall_s": wall,
-        "tokens_trained": tokens_trained(run),
-        "rounds": cfg["rounds"],
+        "objective": objective, "lr": resolved.config.train.lr, "seed": seed, "rounds": resolved.config.rounds,
+        "metric": avg, "before": evals[avg][0], "after": evals[avg][-1], "pass_before": evals[pass_][0],
+        "pass_after": evals[pass_][-1], "seconds_in_rounds": float(metrics["seconds/round"].sum()),
     }
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def table(rows: list[dict]) -> Table:
+    out = Table(title=f"objectives on the embedded default ({rows[0]['metric']}, {rows[0]['rounds']} rounds, mean ± sd over seeds)")
+    for col in ("objective", "lr", "seeds", "before", "after", "gain (points)", "pass after", "time in rounds (s)"):
+        out.add_column(col, justify="left" if col == "objective" else "right")
+    keys = sorted({(r["objective"], r["lr"]) for r in rows})
+    for objective, lr in keys:
+        group = [r for r in rows if (r["objective"], r["lr"]) == (objective, lr)]
+        gains = [100 * (r["after"] - r["before"]) for r in group]
+        out.add_row(objective, f"{lr:g}", str(len(group)), mean_std([r["before"] for r in group]),
+                    mean_std([r["after"] for r in group]), f"{statistics.mean(gains):+.1f}",
+                    mean_std([r["pass_after"] for r in group]), mean_std([r["seconds_in_rounds"] for r in group]))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objectives", nargs="*", default=sorted(OBJECTIVES))
+    parser.add_argument("--lrs", nargs="*", type=float, default=[None], help="learning rates (default: the preset's)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--set", dest="settings", action="append", default=[], help="section.key=value")
     parser.add_argument("--out", type=Path, default=RESULTS / "objectives")
     args = parser.parse_args()
 
-    overrides = config_mod.parse_set(args.settings)
+    settings = parse_set(args.settings)
     if args.rounds is not None:
-        overrides["rounds"] = args.rounds
-    rows, warm_start = [], None
+        settings["rounds"] = args.rounds
+    rows = []
     for objective in args.objectives:
-        cfg = config_mod.resolve(config_mod.DEFAULTS, None, config_mod.merge_tables(overrides, {"train": {"objective": objective}}))
-        rows.append(run_objective(objective, cfg, args.out, warm_start))
-        warm_start = args.out / objective / "round-0000"
-        print(json.dumps(rows[-1]), flush=True)
-
-    table = Table(title=f"objectives on the embedded default ({rows[0]['metric']}, {rows[0]['rounds']} rounds)")
-    for col in ("objective", "before", "after", "gain (points)", "wall (s)", "tokens trained"):
-        table.add_column(col, justify="left" if col == "objective" else "right")
-    for r in rows:
-        table.add_row(r["objective"], f"{r['before']:.3f}", f"{r['after']:.3f}", f"{r['gain_points']:+.1f}",
-                      f"{r['wall_s']:.0f}", str(r["tokens_trained"]))
-    Console().print(table)
+        for lr in args.lrs:
+            for seed in args.seeds:
+                rows.append(run_one(objective, lr, seed, settings, args.out))
+                print(json.dumps(rows[-1]), flush=True)
+    Console().print(table(rows))
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
 
 

@@ -31,9 +31,9 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 def test_import_shared_data_folder(shared_data, home, cli):
-    code, _, err = cli("data", "import", shared_data)
+    code, out, err = cli("data", "import", shared_data)
     assert code == 0, err
-    assert "math_train: 7470 prompts" in err and "4 rows without a problem or gold answer left out" in err
+    assert "math_train: 7470 prompts" in out and "4 rows without a problem or gold answer left out" in out
     for name, n in ROWS.items():
         df = pl.read_parquet(home / f"{name}.parquet")
         assert df.columns == ["id", "prompt", "answer", "source"] and df.height == n, name

@@ -30,8 +30,9 @@ from conftest import crl_main
 from crl.default import DEFAULT_MODEL
 from crl.io import write_parquet
 from crl.engine import distributed
-from crl.engine.checkpoint import load_tokenizer, tokenizer_fingerprint
-from crl.data.schemas import GROUP_SCHEMA, VERIFIED_SCHEMA
+from crl.config import Sampling
+from crl.engine.checkpoint import load_tokenizer
+from crl.data.schemas import GROUP_SCHEMA, VERIFIED_SCHEMA, rollout_metadata
 
 TRAIN = ("--device", "cpu", "--precision", "fp32", "--lr", "1e-3", "--minibatches", "2", "--token-budget", "96")
 
@@ -65,7 +66,7 @@ def make_verified(folder: Path, model: Path, groups: int = 6, k: int = 4) -> Pat
                      reward=float(s == 0 or (g + s) % 3 == 0), pred="1", status="ok")
             )
     df = pl.DataFrame(rows).cast(VERIFIED_SCHEMA)
-    meta = {"tokenizer": tokenizer_fingerprint(tok), "sampling": {"max_new_tokens": 18}}
+    meta = {**rollout_metadata(Sampling(n=k, max_new_tokens=18), tok), "verifier": {"math": 1.0}}
     write_parquet(df.filter(pl.col("reward") > 0), folder / "positive.parquet", meta)
     write_parquet(df.filter(pl.col("reward") <= 0), folder / "negative.parquet", meta)
     summary = df.group_by("prompt_id").agg(
@@ -148,7 +149,7 @@ def test_two_process_checkpoint_is_whole_and_continues_on_one(two_rounds):
     assert optimizer["state"]["model.embed_tokens.weight"]["exp_avg"].shape == weights["model.embed_tokens.weight"].shape
     # round 2 from the 2-process checkpoint ≈ round 2 from the 1-process one (their starts differ by ~1e-5)
     assert_same_update(tmp / "one-1", tmp / "one-2", tmp / "one-from-two", rtol=1e-2)
-    assert not any(p.name.startswith(".tmp-") for p in tmp.iterdir())
+    assert not any(p.name.startswith(".crl-tmp-") for p in tmp.iterdir())
 
 
 def test_deal_groups_whole_balanced_deterministic():

@@ -1,4 +1,4 @@
-"""crl iterate: the run folder, config resolution, and resuming after a kill in the middle of a round."""
+"""crl iterate: the run folder, config resolution, the resident loop's resume after kills at any moment."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
+from pathlib import Path
 
 import polars as pl
 import pytest
 
+from conftest import crl_main
+from crl.config import load_toml, parse_set, resolve
 from crl.errors import CrlError
-from crl import config as config_mod
 
 SMALL = [
-    "--rounds", "2", "--backend", "hf",
-    "--set", "prompts_per_round=4", "--set", "eval_every=1", "--set", "generate.n=4",
-    "--set", "generate.max_new_tokens=20", "--set", "eval.k=2", "--set", "eval.limit=4",
+    "--rounds", "4", "--backend", "hf",
+    "--set", "prompts_per_round=4", "--set", "eval.every=2", "--set", "generate.n=4", "--set", "save_every=2",
+    "--set", "generate.max_new_tokens=20", "--set", "eval.n=2", "--set", "eval.limit=4",
     "--set", "eval.max_new_tokens=20", "--set", "verify.workers=1", "--set", "train.lr=1e-4",
 ]
 
@@ -29,32 +32,42 @@ def crl(*args: object) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_kill_mid_round_then_resume(tmp_path):
-    run = tmp_path / "run"
-    first = crl("iterate", "--out", run, *SMALL)
-    target = run / "round-0001" / "rollouts.parquet"
-    deadline = time.time() + 240
-    while not target.exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert target.exists(), first.communicate()[0]
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert not (run / "round-0001" / "round.json").exists(), "killed too late to test a mid-round crash"
-    stamp = target.stat().st_mtime_ns
+def kill_when(process: subprocess.Popen, path: Path, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not path.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert path.exists(), process.communicate()[0]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
-    second = crl("iterate", "--out", run, "--resume")
-    output, _ = second.communicate(timeout=300)
-    assert second.returncode == 0, output
 
-    assert target.stat().st_mtime_ns == stamp, "round 1's rollouts were generated twice"
-    assert not list(run.rglob(".tmp-*")), "a temporary file was left behind"
-    for r in range(3):
-        assert (run / f"round-{r:04d}" / "round.json").is_file()
+def learning(run: Path) -> pl.DataFrame:
+    """What a run learned, round by round (timings left out)."""
     metrics = pl.read_parquet(run / "metrics.parquet")
-    assert metrics["round"].to_list() == [0, 1, 2]
-    assert metrics["arith_test/avg@2"].null_count() == 0
-    resolved = config_mod.load_toml(run / "config.toml")
-    assert resolved["generate"]["n"] == 4 and resolved["rounds"] == 2
+    return metrics.select(c for c in metrics.columns if not c.startswith("seconds/"))
+
+
+def test_killed_three_times_then_resumed_equals_an_uninterrupted_run(tmp_path):
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    assert crl_main("iterate", "--out", whole, *SMALL) == 0
+    moments = [
+        run / "round-0001" / "rollouts.parquet",  # mid-round, nothing saved yet: redo from the start
+        run / "checkpoints" / "round-0002",  # right after the first save
+        run / "round-0004" / "verified",  # mid-round after a resume from round 2's state
+    ]
+    kill_when(crl("iterate", "--out", run, *SMALL), moments[0])
+    for moment in moments[1:]:
+        kill_when(crl("iterate", "--out", run, "--resume"), moment)
+    final = crl("iterate", "--out", run, "--resume")
+    output, _ = final.communicate(timeout=300)
+    assert final.returncode == 0, output
+
+    assert not list(run.rglob(".crl-tmp-*")), "a temporary file was left behind"
+    assert learning(run)["round"].to_list() == [0, 1, 2, 3, 4]
+    assert learning(run).equals(learning(whole)), "the resumed run learned something else than the uninterrupted one"
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["round-0002", "round-0004"]
+    resolved = load_toml(run / "config.toml")
+    assert resolved["generate"]["n"] == 4 and resolved["rounds"] == 4
 
 
 def test_second_run_into_same_folder_needs_resume(cli, tmp_path):
@@ -62,28 +75,37 @@ def test_second_run_into_same_folder_needs_resume(cli, tmp_path):
     (tmp_path / "run" / "config.toml").write_text("rounds = 1\n")
     code, _, err = cli("iterate", "--out", tmp_path / "run", "--rounds", "1")
     assert code == 2 and "--resume" in err
+    assert (tmp_path / "run" / "config.toml").read_text() == "rounds = 1\n"
 
 
-def test_print_config_resolves_file_then_flags(cli, tmp_path):
+def test_print_config_resolves_file_then_flags_with_origins(cli, tmp_path):
     (tmp_path / "c.toml").write_text('rounds = 7\n[train]\nobjective = "grpo"\nlr = 0.5\n')
     code, out, _ = cli("iterate", "--config", tmp_path / "c.toml", "--set", "train.lr=0.25", "--objective", "rence", "--print-config")
     assert code == 0
-    import tomllib
-
     cfg = tomllib.loads(out)
     assert cfg["rounds"] == 7 and cfg["train"]["objective"] == "rence" and cfg["train"]["lr"] == 0.25
+    lines = {line.split("=")[0].strip(): line for line in out.splitlines() if "=" in line and not line.startswith("#")}
+    assert lines["rounds"].endswith(f"# --config {tmp_path / 'c.toml'}")
+    assert lines["objective"].endswith("# flag") and lines["lr"].endswith("# --set")
+    assert lines["max_new_tokens"].endswith("# preset tiny-arith")
 
 
-def test_unknown_setting_is_an_error():
+def test_real_models_get_the_real_defaults_not_the_tiny_preset():
+    tiny = resolve([]).config
+    real = resolve([(parse_set(["model=Qwen/Qwen2.5-Math-1.5B"]), "--set")]).config
+    assert (tiny.train.lr, tiny.generate.max_new_tokens, tiny.eval.temperature) == (3e-4, 16, 1.0)
+    assert (real.train.lr, real.generate.max_new_tokens, real.eval.temperature) == (1e-6, 1024, 0.6)
+    assert real.eval.tasks == ("math500",) and "boxed" in real.instruction
+
+
+def test_unknown_or_bad_settings_are_errors():
     with pytest.raises(CrlError, match="unknown setting 'trian'"):
-        config_mod.resolve(config_mod.DEFAULTS, None, config_mod.parse_set(["trian.lr=1"]))
+        resolve([(parse_set(["trian.lr=1"]), "--set")])
     with pytest.raises(CrlError, match="rounds"):
-        config_mod.resolve(config_mod.DEFAULTS, None, config_mod.parse_set(["rounds=many"]))
+        resolve([(parse_set(["rounds=many"]), "--set")])
 
 
-def test_dynamic_sampling_draws_more_prompts_until_groups_are_mixed(tmp_path):
-    from conftest import crl_main
-
+def test_dynamic_sampling_trains_on_exactly_the_mixed_groups(tmp_path):
     run = tmp_path / "run"
     args = ["iterate", "--out", run, *SMALL, "--rounds", "1", "--set", "generate.dynamic_sampling=true",
             "--set", "generate.max_attempts=3", "--set", "prompts_per_round=6"]
@@ -92,5 +114,7 @@ def test_dynamic_sampling_draws_more_prompts_until_groups_are_mixed(tmp_path):
     groups = pl.read_parquet(run / "round-0001" / "verified" / "groups.parquet")
     mixed = int(((groups["n_pos"] > 0) & (groups["n_neg"] > 0)).sum())
     assert 1 <= summary["attempts"] <= 3
-    assert groups.height == 6 * summary["attempts"]  # each attempt adds a fresh slice of prompts
+    assert groups.height == groups["prompt_id"].n_unique() <= 6 * summary["attempts"]  # no prompt twice
     assert mixed >= 6 or summary["attempts"] == 3  # stopped because enough groups were mixed, or at the cap
+    log = pl.read_parquet(run / "round-0001" / "train_log.parquet")
+    assert int(log["groups"].sum()) == min(mixed, 6)  # exactly the batch: mixed groups only, no more than asked

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crl.errors import CrlError
-from crl.objectives import OBJECTIVES, Batch, get_objective, options
+from crl.objectives import OBJECTIVES, Batch, StepInfo, check_options, get_objective, needs_reference, options
 
 
 
@@ -82,9 +82,8 @@ def rollouts(b: Batch) -> dict[int, list[dict]]:
     out: dict[int, list[dict]] = {}
     for k in range(len(b.reward)):
         on = b.mask[k] > 0
-        ref = b.ref_logp if b.ref_logp is not None else b.old_logp
         out.setdefault(int(b.group[k]), []).append(
-            {"lp": b.logp[k][on], "old": b.old_logp[k][on], "ref": ref[k][on], "r": float(b.reward[k])}
+            {"lp": b.logp[k][on], "old": b.old_logp[k][on], "ref": b.ref_logp[k][on], "r": float(b.reward[k])}
         )
     return out
 
@@ -159,6 +158,7 @@ def disco_score(o, score):
 
 
 def ref_disco(b, score="loglik", tau=None, delta=1e-4, beta=1e3):
+    """-J of the groups with contrast (0 for the others: the authors divide by every group), and the constraint."""
     tau = tau or (10.0 if score == "loglik" else 1.0)
     losses = []
     for rs in rollouts(b).values():
@@ -166,6 +166,8 @@ def ref_disco(b, score="loglik", tau=None, delta=1e-4, beta=1e3):
         if P and N:
             pos = mean([disco_score(i, score) for i in P])
             losses.append(-(pos - tau * torch.log(sum(torch.exp(disco_score(j, score) / tau) for j in N))))
+        else:
+            losses.append(b.logp.sum() * 0)
     return losses, ref_disco_kl(b, delta, beta)
 
 
@@ -176,6 +178,8 @@ def ref_disco_b(b, score="loglik", delta=1e-4, beta=1e3):
         if P and N:
             pos, neg = mean([disco_score(i, score) for i in P]), mean([disco_score(j, score) for j in N])
             losses.append(-(pos - neg))
+        else:
+            losses.append(b.logp.sum() * 0)
     return losses, ref_disco_kl(b, delta, beta)
 
 
@@ -223,7 +227,7 @@ def ref_grpo(b, clip_eps=0.2, beta=0.0, eps=1e-4):
 
 
 def ref_dapo(b, clip_low=0.2, clip_high=0.28, overlong_cache=None, eps=1e-4, max_new_tokens=None):
-    cache = max_new_tokens // 5 if overlong_cache is None and max_new_tokens else overlong_cache
+    cache = max_new_tokens // 5 if overlong_cache is None else overlong_cache
     total, tokens = 0, 0
     for rs in rollouts(b).values():
         P, N = split(rs)
@@ -233,7 +237,7 @@ def ref_dapo(b, clip_low=0.2, clip_high=0.28, overlong_cache=None, eps=1e-4, max
         for o in rs:
             x = 1.0 if o["r"] > 0 else -1.0
             L = len(o["lp"])
-            if max_new_tokens and cache and L > max_new_tokens - cache:
+            if cache and L > max_new_tokens - cache:
                 x += max((max_new_tokens - cache - L) / cache, -1.0)
             r.append(x)
         for o, x in zip(rs, r):
@@ -291,7 +295,7 @@ CASES = [
     ("grpo", {"beta": 0.04, "clip_eps": 0.1}, {}),
     ("dapo", {}, {"max_new_tokens": 7}),
     ("dapo", {"overlong_cache": 3, "clip_high": 0.4}, {"max_new_tokens": 6}),
-    ("dapo", {}, {}),
+    ("dapo", {"overlong_cache": 0}, {"max_new_tokens": 9}),
     ("dr-grpo", {}, {"max_new_tokens": 8}),
     ("rft", {}, {}),
 ]
@@ -310,7 +314,7 @@ def test_random_batches_exercise_clipping():
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
 def test_matches_naive_reference(name, opts, ctx, seed):
-    b = make_batch(seed, ref=seed == 0)  # seed 1: no reference model, old_logp stands in
+    b = make_batch(seed)
     loss, stats = run(name, b, opts, ctx)
     (grad,) = torch.autograd.grad(loss, b.logp)
     want, units = reference_loss(name, b, opts, ctx)
@@ -357,12 +361,19 @@ def test_padding_changes_nothing(name, opts, ctx):
     assert stats2 == pytest.approx(stats)
 
 
-@pytest.mark.parametrize(("name", "opts", "ctx"), [c for c in CASES if not c[0].startswith("disco")] +
-                         [("disco", {"delta": 10.0}, {}), ("disco-b", {"delta": 10.0}, {})])
+def step_of(b: Batch) -> StepInfo:
+    """The whole batch as the trainer describes an optimiser step to DisCO."""
+    kl = float(((b.old_logp - b.logp.detach()) * b.mask).sum() / b.mask.sum())
+    return StepInfo(kl=kl, tokens=float(b.mask.sum()), groups=float(b.num_groups))
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
 def test_micro_batches_add_up_to_the_batch(name, opts, ctx):
-    """sum over micro-batches of loss * units, divided by the total units, is the whole batch's loss (the
-    DisCO KL constraint is over the tensors passed in, so it is switched off here)."""
+    """sum over micro-batches of loss * units, divided by the total units, is the whole batch's loss. DisCO's
+    KL constraint included: the micro-batches get the step's KL, tokens and groups (``step``)."""
     b = make_batch(4)
+    if name.startswith("disco"):
+        ctx = {**ctx, "step": step_of(b)}
     loss, stats = run(name, b, opts, ctx)
     total, units = 0, 0
     for part in ([0, 3], [1, 2, 5], [4]):
@@ -377,10 +388,11 @@ def test_micro_batches_add_up_to_the_batch(name, opts, ctx):
     torch.testing.assert_close(grad2, grad)
 
 
-@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+EVERY_GROUP_A_UNIT = ("grpo", "dr-grpo", "disco", "disco-b")  # zero advantage, or no policy term, when flat
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), [c for c in CASES if c[0] not in EVERY_GROUP_A_UNIT])
 def test_no_usable_unit_gives_zero_loss_with_a_grad_path(name, opts, ctx):
-    if name in ("grpo", "dr-grpo"):
-        pytest.skip("every group is a unit (with zero advantage when flat)")
     kinds = ("neg", "neg") if name == "rft" else ("pos", "neg", "pos")
     b = make_batch(5, kinds=kinds)
     loss, stats = run(name, b, opts, ctx)
@@ -394,7 +406,7 @@ def test_no_usable_unit_gives_zero_loss_with_a_grad_path(name, opts, ctx):
 
 @pytest.mark.parametrize(("name", "opts", "ctx"), [
     ("grpo", {}, {}), ("grpo", {"clip_eps": 0.1, "eps": 0.0}, {}), ("dapo", {}, {"max_new_tokens": 7}),
-    ("dapo", {}, {}), ("dr-grpo", {}, {"max_new_tokens": 8}),
+    ("dapo", {"overlong_cache": 0}, {"max_new_tokens": 9}), ("dr-grpo", {}, {"max_new_tokens": 8}),
 ])
 def test_equal_rewards_give_no_gradient(name, opts, ctx):
     b = make_batch(6)
@@ -522,10 +534,10 @@ def test_dapo_by_hand():
 
 
 def test_copg_and_online_dpo_by_hand():
-    # beta 1, reference = old: implicit rewards u = S - S_ref = [0.5, -0.5, 1] for rewards [1, 1, 0].
+    # beta 1: implicit rewards u = S - S_ref = [0.5, -0.5, 1] for rewards [1, 1, 0].
     # CoPG: R' = r - u = [0.5, 1.5, -1]; pairs (i<j): 1 + 2.25 + 6.25 = 9.5, over K - 1 = 2 -> 4.75
     # online DPO: hardest positive u = -0.5 against the negative u = 1: -log sigmoid(-1.5) = 1.701413
-    b = hand_batch([[-1.0], [-2.0], [-1.0]], [[-1.5], [-1.5], [-2.0]], [1, 1, 0])
+    b = hand_batch([[-1.0], [-2.0], [-1.0]], [[-1.0], [-2.0], [-1.0]], [1, 1, 0], ref=[[-1.5], [-1.5], [-2.0]])
     assert get_objective("copg")(b, beta=1.0)[0].item() == pytest.approx(4.75)
     assert get_objective("online-dpo")(b, beta=1.0)[0].item() == pytest.approx(1.701413, abs=1e-6)
 
@@ -534,7 +546,7 @@ def test_copg_and_online_dpo_by_hand():
 
 
 def test_documented_defaults():
-    assert options("conspo") == {"tau": 10.0, "margin": 0.01, "alpha": 0.3}
+    assert options("conspo") == {"tau": 10.0, "inverse": False, "margin": 0.01, "alpha": 0.3}
     assert options("disco") == {"score": "loglik", "tau": None, "delta": 1e-4, "beta": 1e3}
     assert options("dapo")["clip_low"] == 0.2 and options("dapo")["clip_high"] == 0.28
     assert options("grpo") == {"clip_eps": 0.2, "beta": 0.0, "eps": 1e-4}
@@ -548,13 +560,53 @@ def test_disco_tau_follows_the_score():
         assert fn(b, score=score)[0].item() == pytest.approx(fn(b, score=score, tau=tau)[0].item())
 
 
-def test_bad_options_are_user_errors():
-    b = make_batch(0)
-    with pytest.raises(CrlError):
-        get_objective("rence")(b, form="pairs")
-    with pytest.raises(CrlError):
-        get_objective("disco")(b, score="logit")
-    with pytest.raises(CrlError):
-        get_objective("dr-grpo")(b)
+@pytest.mark.parametrize(("name", "given", "words"), [
+    ("rence", {"form": "pairs"}, "form"), ("disco", {"score": "logit"}, "score"), ("disco", {"tau": "nan"}, "finite"),
+    ("conspo", {"tau": "0"}, "tau"), ("conspo", {"tau": "-1"}, "tau"), ("grpo", {"clip_eps": "1.5"}, "clip_eps"),
+    ("dapo", {"overlong_cache": "x"}, "int"), ("conspo", {"nope": "1"}, "nope"), ("online-dpo", {"beta": "inf"}, "finite"),
+])
+def test_bad_options_are_user_errors(name, given, words):
+    with pytest.raises(CrlError, match=words):
+        check_options(name, given)
+
+
+def test_options_are_typed_from_the_signature():
+    assert check_options("dapo", {"overlong_cache": "4", "clip_high": "0.3"}) == {"overlong_cache": 4, "clip_high": 0.3}
+    assert check_options("conspo", {"inverse": "true", "tau": "5"}) == {"inverse": True, "tau": 5.0}
     with pytest.raises(CrlError):
         get_objective("no-such-thing")
+
+
+def test_dapo_cache_must_leave_room_below_the_limit():
+    with pytest.raises(CrlError, match="overlong_cache"):
+        get_objective("dapo")(make_batch(0), overlong_cache=8, max_new_tokens=8)
+
+
+def test_reference_objectives_never_fall_back_to_the_behaviour_policy():
+    """online-dpo and copg used old_logp as their reference when none was given, so the anchor moved every round
+    (and online DPO's first step was exactly log 2); they now need one, and the trainer gives the run's start."""
+    b = make_batch(0, ref=False)
+    for name in ("online-dpo", "copg"):
+        assert needs_reference(name, {})
+        with pytest.raises(ValueError, match="reference"):
+            get_objective(name)(b)
+    assert needs_reference("grpo", {"beta": 0.04}) and not needs_reference("grpo", {})
+    assert needs_reference("rence", {"kl_coef": 0.1}) and not needs_reference("conspo", {})
+
+
+def test_disco_constraint_is_over_the_whole_step_not_the_micro_batch():
+    """Before, a micro-batch computed the KL of its own tokens: one with no drift switched the constraint off."""
+    b = make_batch(4)
+    step = step_of(b)
+    rows = torch.isin(b.group, torch.tensor([1]))  # one micro-batch alone
+    mb = Batch(b.logp[rows], b.old_logp[rows], b.mask[rows], b.reward[rows], torch.zeros(int(rows.sum()), dtype=torch.long), b.ref_logp[rows])
+    _, with_step = get_objective("disco")(mb, step=step, delta=0.0)
+    _, alone = get_objective("disco")(mb, delta=0.0)
+    assert with_step["kl"] == pytest.approx(step.kl) and alone["kl"] != pytest.approx(step.kl)
+
+
+def test_conspo_inverse_temperature_concentrates_on_the_hardest_negative():
+    b = make_batch(0)
+    _, divided = get_objective("conspo")(b, tau=10.0)
+    _, inverse = get_objective("conspo")(b, tau=10.0, inverse=True)
+    assert inverse["hardest_neg_weight"] > divided["hardest_neg_weight"] + 0.1

@@ -11,9 +11,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from crl.io import read_metadata, write_parquet
 from conftest import crl_main
-from crl.data.schemas import GROUP_SCHEMA, ROLLOUT_SCHEMA, VERIFIED_SCHEMA, read_rollouts, read_verified
+from crl.data.schemas import read_rollouts, read_verified
 
 GEN = ("--n", "4", "--max-new-tokens", "24", "--backend", "hf")
+
+# The file contracts as the README documents them, written out here rather than taken from the code.
+ROLLOUTS_CONTRACT = pl.Schema({
+    "prompt_id": pl.String, "sample": pl.Int32, "prompt": pl.String, "completion": pl.String, "answer": pl.String,
+    "source": pl.String, "prompt_ids": pl.List(pl.Int32), "completion_ids": pl.List(pl.Int32),
+    "logprobs": pl.List(pl.Float32), "finish_reason": pl.String, "model": pl.String, "round": pl.Int32,
+    "temperature": pl.Float32, "seed": pl.Int64,
+})
+VERDICT_CONTRACT = {"reward": pl.Float32, "pred": pl.String, "status": pl.String}
+GROUPS_CONTRACT = pl.Schema({"prompt_id": pl.String, "n": pl.Int32, "n_pos": pl.Int32, "n_neg": pl.Int32, "pass_rate": pl.Float32})
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +43,9 @@ def stages(tmp_path_factory, tiny_model, few_prompts):
 
 def test_rollouts_schema_and_metadata(stages, tiny_model):
     df, meta = read_rollouts(stages / "rollouts.parquet")
-    assert pl.read_parquet(stages / "rollouts.parquet").schema == pl.Schema(ROLLOUT_SCHEMA)
+    assert pl.read_parquet(stages / "rollouts.parquet").schema == ROLLOUTS_CONTRACT
     assert df.height == 6 * 4 and sorted(set(df["sample"])) == [0, 1, 2, 3]
-    assert meta["sampling"]["n"] == 4 and meta["tokenizer"]
+    assert meta.sampling.n == 4 and meta.sampling.max_new_tokens == 24 and meta.tokenizer
     tok = AutoTokenizer.from_pretrained(tiny_model)
     for row in df.head(8).iter_rows(named=True):
         assert len(row["logprobs"]) == len(row["completion_ids"])
@@ -49,8 +59,8 @@ def test_rollouts_schema_and_metadata(stages, tiny_model):
 
 def test_verified_round_trip(stages):
     rows, groups, _ = read_verified(stages / "verified")
-    assert pl.read_parquet(stages / "verified" / "positive.parquet").schema == pl.Schema(VERIFIED_SCHEMA)
-    assert pl.read_parquet(stages / "verified" / "groups.parquet").schema == pl.Schema(GROUP_SCHEMA)
+    assert pl.read_parquet(stages / "verified" / "positive.parquet").schema == pl.Schema({**ROLLOUTS_CONTRACT, **VERDICT_CONTRACT})
+    assert pl.read_parquet(stages / "verified" / "groups.parquet").schema == GROUPS_CONTRACT
     assert rows.height == 24 and groups.height == 6
     assert (groups["n_pos"] + groups["n_neg"] == groups["n"]).all()
     pos = pl.read_parquet(stages / "verified" / "positive.parquet")
@@ -81,10 +91,11 @@ def test_verify_labels_known_completions(tmp_path, stages):
         completion=pl.Series(["so \\boxed{12}", "it is \\boxed{13}", "no answer here", "\\boxed{-4}"]),
         answer=pl.Series(["12", "12", "12", "-4"]),
     )
-    write_parquet(known, tmp_path / "r.parquet", meta)
-    from crl.stages.verify import VerifyConfig, verify
+    write_parquet(known, tmp_path / "r.parquet", meta.to_dict())
+    from crl.config import Verify
+    from crl.stages.verify import verify
 
-    stats = verify(tmp_path / "r.parquet", tmp_path / "v", VerifyConfig(workers=1, progress=False))
+    stats = verify(tmp_path / "r.parquet", tmp_path / "v", Verify(workers=1))
     rows, _, _ = read_verified(tmp_path / "v")
     by_text = dict(zip(rows["completion"], rows["reward"]))
     assert by_text == {"so \\boxed{12}": 1.0, "it is \\boxed{13}": 0.0, "no answer here": 0.0, "\\boxed{-4}": 1.0}
@@ -131,7 +142,7 @@ def test_rollouts_from_another_tokenizer(cli, tmp_path, stages, tiny_model):
 
 
 def test_unknown_objective_option(cli, tmp_path, stages, tiny_model):
-    result = cli("train", stages / "verified", "--model", tiny_model, "--out", tmp_path / "ck", "-o", "nope=1")
+    result = cli("train", stages / "verified", "--model", tiny_model, "--out", tmp_path / "ck", "--option", "nope=1")
     _assert_user_error(result, "nope")
     assert not (tmp_path / "ck").exists()
 

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from conftest import crl_main
 from crl.engine.checkpoint import load_model
 from crl.engine.logprobs import TokenSeq, completion_logprobs
-from crl.engine.trainer import memory_defaults
+from crl.engine.policy import memory_defaults
 from test_distributed import make_model, make_verified
 
 RUN = ("--device", "cpu", "--lr", "1e-3", "--token-budget", "256")
@@ -92,15 +92,15 @@ def test_flex_attention_document_mask_matches_sdpa(setup):
 
 def test_compile_flag_reaches_the_trainer(setup, monkeypatch):
     """The flag is accepted and passed on; compiling for real is left to GPU runs (minutes of inductor on CPU)."""
-    import crl.engine.trainer as train_module
+    import crl.stages.train as train_module
 
     seen = {}
-    monkeypatch.setattr(train_module, "train", lambda verified, out, cfg: seen.setdefault("cfg", cfg) and _empty_log())
+    monkeypatch.setattr(train_module, "train", lambda verified, out, run, model, **kw: seen.setdefault("train", run.train) and _empty_log())
     tmp, model, verified = setup
     code = crl_main("train", verified, "--model", model, "--out", tmp / "c", "--compile", "--attn", "eager", "--precision", "bf16")
     assert code == 0
-    cfg = seen["cfg"]
-    assert (cfg.compile, cfg.attn, cfg.precision) == (True, "eager", "bf16")
+    train = seen["train"]
+    assert (train.compile, train.attn, train.precision) == (True, "eager", "bf16")
 
 
 def _empty_log():
@@ -118,8 +118,8 @@ def test_unknown_choice_is_one_line(cli, setup, flag, value):
 
 
 def test_memory_defaults_by_model_size():
-    assert memory_defaults(3_000_000, "cpu") == (2048, False)
+    assert memory_defaults(3_000_000, "cpu") == (8192, False)
     assert memory_defaults(500_000_000, "cuda") == (16384, False)
     assert memory_defaults(1_540_000_000, "cuda") == (16384, True)  # measured: out of memory without it
     assert memory_defaults(7_600_000_000, "cuda:0") == (8192, True)
-    assert memory_defaults(7_600_000_000, "cpu") == (2048, False)
+    assert memory_defaults(7_600_000_000, "cpu") == (8192, False)

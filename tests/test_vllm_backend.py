@@ -19,14 +19,16 @@ import psutil  # noqa: E402  (a dependency of vllm)
 import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from crl.config import Backend, Sampling  # noqa: E402
 from crl.default import DEFAULT_MODEL  # noqa: E402
-from crl.engine.backends.base import SamplingConfig  # noqa: E402
 from crl.engine.backends.vllm import VLLMBackend  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(600)]
 
-CFG = SamplingConfig(n=4, temperature=0.8, max_new_tokens=16, seed=7)
+CFG = Sampling(n=4, temperature=0.8, max_new_tokens=16)
 QUESTIONS = ["What is 12+30?", "What is 347-85?", "What is 5+5?", "What is 901-899?"]
+SEEDS = [7, 8, 9, 10]
+SETTINGS = Backend(name="vllm", max_model_len=256)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def prompts(tokenizer) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def backend(model_dir):
-    with VLLMBackend(str(model_dir), max_model_len=256) as be:
+    with VLLMBackend(str(model_dir), SETTINGS) as be:
         yield be
 
 
@@ -96,7 +98,7 @@ def assert_logprobs_match(model_dir, prompts, samples, temperature, atol=1e-3) -
 
 def test_samples_are_well_formed_and_match_transformers(backend, model_dir, tokenizer, prompts):
     done: list[int] = []
-    samples = backend.sample(prompts, CFG, progress=done.append)
+    samples = backend.sample(prompts, SEEDS, CFG, progress=done.append)
     assert sum(done) == len(prompts)
     assert len(samples) == len(prompts) and all(len(group) == CFG.n for group in samples)
     eos = tokenizer.eos_token_id
@@ -114,16 +116,16 @@ def test_samples_are_well_formed_and_match_transformers(backend, model_dir, toke
 
 
 def test_same_seed_same_samples(backend, prompts):
-    first = backend.sample(prompts, CFG)
-    assert backend.sample(prompts, CFG) == first
-    assert backend.sample(prompts[1:2], CFG, None)[0] != first[1]  # prompt i is seeded with seed + i
-    assert backend.sample(prompts, SamplingConfig(**{**CFG.__dict__, "seed": 8})) != first
+    first = backend.sample(prompts, SEEDS, CFG)
+    assert backend.sample(prompts, SEEDS, CFG) == first
+    assert backend.sample(prompts[1:2], SEEDS[1:2], CFG, None)[0] == first[1]  # a prompt's samples follow its seed alone
+    assert backend.sample(prompts, [s + 100 for s in SEEDS], CFG) != first
 
 
 def test_stop_strings_cut_the_text(backend, tokenizer, prompts):
     stop = tuple("0123456789=")
-    cfg = SamplingConfig(n=4, temperature=1.0, max_new_tokens=16, seed=0, stop=stop)
-    samples = [s for group in backend.sample(prompts, cfg) for s in group]
+    cfg = Sampling(n=4, temperature=1.0, max_new_tokens=16, stop=stop)
+    samples = [s for group in backend.sample(prompts, SEEDS, cfg) for s in group]
     stopped = [s for s in samples if s.finish_reason == "stop" and s.token_ids[-1] != tokenizer.eos_token_id]
     assert stopped, "no sample hit a stop string"
     for s in stopped:
@@ -133,17 +135,17 @@ def test_stop_strings_cut_the_text(backend, tokenizer, prompts):
 
 
 def test_update_weights_in_place_matches_a_fresh_engine(backend, model_dir, other_weights, prompts):
-    before = backend.sample(prompts, CFG)
+    before = backend.sample(prompts, SEEDS, CFG)
     backend.update_weights(other_weights)
     try:
-        updated = backend.sample(prompts, CFG)
+        updated = backend.sample(prompts, SEEDS, CFG)
         assert updated != before
         assert_logprobs_match(other_weights, prompts, updated, CFG.temperature)
-        with VLLMBackend(str(other_weights), max_model_len=256) as fresh:
-            assert fresh.sample(prompts, CFG) == updated
+        with VLLMBackend(str(other_weights), SETTINGS) as fresh:
+            assert fresh.sample(prompts, SEEDS, CFG) == updated
             processes = [psutil.Process(fresh._proc.pid), *psutil.Process(fresh._proc.pid).children(recursive=True)]
         # close() ended the child and vLLM's processes
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
     finally:
         backend.update_weights(model_dir)
-    assert backend.sample(prompts, CFG) == before
+    assert backend.sample(prompts, SEEDS, CFG) == before

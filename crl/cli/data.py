@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
+from crl.cli.options import Overwrite
 
 data_app = typer.Typer(
     help="Prompt sets: pull known benchmarks from the Hugging Face hub, import local files, list what is there.",
@@ -21,7 +22,7 @@ Out = Annotated[
 
 
 def _report(results) -> None:
-    from crl.progress import console
+    from crl.views.report import stdout as console
 
     for w in results:
         skipped = f" ({w.skipped} rows without a problem or gold answer left out)" if w.skipped else ""
@@ -32,11 +33,12 @@ def _report(results) -> None:
 def pull_cmd(
     name: Annotated[str, typer.Argument(help="A known set (see `crl data list`), e.g. math500, gsm8k_test, aime24.")],
     out: Out = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Download a known benchmark or training set from the Hugging Face hub and write it as a prompt set."""
     from crl.data.hub import pull
 
-    _report([pull(name, out)])
+    _report([pull(name, out, overwrite)])
 
 
 @data_app.command("import")
@@ -46,11 +48,12 @@ def import_cmd(
     out: Out = None,
     split: Annotated[Optional[str], typer.Option(help="Split of a saved DatasetDict (default: test, else train).")] = None,
     plain: Annotated[bool, typer.Option(help="Store a prompt given as one user chat message as plain text.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Convert local data into crl's prompt-set format (id, prompt, answer, source) under a name."""
     from crl.data.importers import import_path
 
-    _report(import_path(path, name, out, split, plain))
+    _report(import_path(path, name, out, split, plain, overwrite))
 
 
 @data_app.command("list")

@@ -9,8 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
+from crl.cli.options import Given, settings_command
 from crl.errors import CrlError
-from crl import config as config_mod
+
+TOP = ["model", "prompts", "template", "instruction", "rounds", "prompts_per_round", "save_every", "keep_last", "seed", "log_to"]
 
 
 def latest_run(root: Path) -> Path:
@@ -20,46 +22,30 @@ def latest_run(root: Path) -> Path:
     return runs[-1]
 
 
-@app.command("iterate")
+@settings_command(app, "iterate", [*TOP, "train.objective", "train.options", "eval.tasks", "backend.name"])
 def iterate_cmd(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file; flags and --set override it.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: a new folder under ./runs/).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the latest under ./runs/).")] = False,
-    rounds: Annotated[Optional[int], typer.Option(min=0, help="Number of rounds.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Starting model (default: the shipped tiny-arith).")] = None,
-    prompts: Annotated[Optional[str], typer.Option(help="Training prompt set (file or name).")] = None,
-    eval_task: Annotated[Optional[list[str]], typer.Option(help="Held-out prompt set (repeatable).")] = None,
-    objective: Annotated[Optional[str], typer.Option(help="Training objective (see `crl train --list-objectives`).")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="auto, hf or vllm.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for prompts, sampling and training.")] = None,
-    log_to: Annotated[Optional[str], typer.Option("--log-to", help="none, tensorboard or wandb (offline unless WANDB_API_KEY is set).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any setting, section.key=value (repeatable), e.g. train.lr=1e-5.")] = None,
-    print_config: Annotated[bool, typer.Option(help="Print the resolved configuration and exit.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: a new folder under ./runs/).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the latest under ./runs/) from its last saved state.")] = False,
+    print_config: Annotated[bool, typer.Option(help="Print the resolved configuration, each value with where it came from, and exit.")] = False,
+    *,
+    given: Given,
 ) -> None:
     """Run N rounds of generate, verify and train; evaluate every few rounds; write RUN/metrics.parquet.
 
     With no flags it trains the shipped tiny model on synthetic arithmetic on the CPU in a few minutes.
+    Settings: defaults < the model's preset < --config FILE < --set section.key=value < flags; see --print-config.
     """
+    from crl.config import dumps, load_toml
     from crl.stages.iterate import iterate
+    from crl.views.report import print_run
 
     if resume and out is None:
         out = latest_run(Path("runs"))
-    base = config_mod.DEFAULTS
-    if resume and out is not None and (out / "config.toml").is_file():
-        base = config_mod.merge(base, config_mod.load_toml(out / "config.toml"), str(out / "config.toml"))
-    named = {"rounds": rounds, "model": model, "prompts": prompts, "eval_tasks": eval_task, "backend": backend, "seed": seed, "log_to": log_to}
-    overrides = {k: v for k, v in named.items() if v is not None}
-    overrides = config_mod.merge_tables(config_mod.parse_set(set_ or []), overrides)
-    if objective is not None:
-        overrides.setdefault("train", {})["objective"] = objective
-    cfg = config_mod.resolve(base, config, overrides)
+    saved = out / "config.toml" if resume and out is not None else None
+    resolved = given.resolve(load_toml(saved, "--resume") if saved and saved.is_file() else None, f"run {saved}")
     if print_config:
-        print(config_mod.dumps(cfg), end="")
+        print(dumps(resolved, with_origins=True), end="")  # plain text: a terminal width must not wrap TOML
         return
     if out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{stamp}-{cfg['train']['objective']}"
-    table = iterate(cfg, out, resume)
-    from crl.views.report import print_run
-
-    print_run(table, out)
+        out = Path("runs") / f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}-{resolved.config.train.objective}"
+    print_run(iterate(resolved, out, resume), out)

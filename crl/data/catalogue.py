@@ -25,6 +25,7 @@ class Known:
     keep: Callable[[dict[str, Any]], bool] | None = None
     aliases: tuple[str, ...] = ()
     note: str = ""
+    verifier: str = "math"  # what grades it when the run does not name a verifier
 
     @property
     def where(self) -> str:
@@ -33,7 +34,8 @@ class Known:
 
 CATALOGUE: tuple[Known, ...] = (
     Known("math500", "HuggingFaceH4/MATH-500", "test", note="500 MATH test problems (Lightman et al.)"),
-    Known("gsm8k_test", "openai/gsm8k", "test", config="main", aliases=("gsm8k",), note="GSM8K test, '#### n' answers"),
+    Known("gsm8k_test", "openai/gsm8k", "test", config="main", aliases=("gsm8k",), note="GSM8K test, '#### n' answers",
+          verifier="gsm8k"),
     Known("aime24", "HuggingFaceH4/aime_2024", "train", aliases=("aime2024", "aime_2024"), note="AIME 2024 I+II"),
     Known("aime25", "math-ai/aime25", "test", aliases=("aime2025", "aime_2025"), note="AIME 2025 I+II"),
     Known("amc23", "math-ai/amc23", "test", aliases=("amc2023", "amc_2023"), note="AMC 12 2023"),
@@ -45,7 +47,7 @@ CATALOGUE: tuple[Known, ...] = (
         config="OE_TO_maths_en_COMP",
         note="English open-ended maths, gold = final_answer",
     ),
-    Known("gsm8k_train", "openai/gsm8k", "train", config="main", kind="train", note="GSM8K train"),
+    Known("gsm8k_train", "openai/gsm8k", "train", config="main", kind="train", note="GSM8K train", verifier="gsm8k"),
     Known(
         "math_train",
         "DigitalLearningGmbH/MATH-lighteval",

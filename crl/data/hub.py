@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from crl.data.catalogue import CATALOGUE, Known, known
-from crl.data.importers import Written, read_rows, to_prompt_set, write_set
+from crl.data.importers import Written, read_rows, set_path, to_prompt_set, write_set
 from crl.errors import CrlError
+from crl.io import check_output
 
 HUB_HOST = "huggingface.co"
 CONNECT_TIMEOUT = 3.0
@@ -82,12 +83,13 @@ def _hub_rows(entry: Known) -> list[dict[str, Any]]:
     return rows
 
 
-def pull(name: str, out: Path | None = None) -> Written:
+def pull(name: str, out: Path | None = None, overwrite: bool = False) -> Written:
     """Download the catalogued set ``name`` and write it as a prompt set."""
     entry = known(name)
     if entry is None:
         names = ", ".join(k.name for k in CATALOGUE)
         raise CrlError(f"data pull {name}: not a known set (known: {names}); for other data use `crl data import PATH`")
+    target = check_output(set_path(entry.name, out), overwrite=overwrite, flag="--out")
     reason = _offline_reason()
     if reason is not None:
         raise _offline_error(entry.name, reason)
@@ -102,5 +104,5 @@ def pull(name: str, out: Path | None = None) -> Written:
     if entry.keep is not None:
         rows = [r for r in rows if entry.keep(r)]
     df, skipped = to_prompt_set(rows, entry.name, entry.rename)
-    return Written(entry.name, write_set(df, entry.name, out, f"hf://datasets/{entry.hub_id}"), df.height, skipped)
+    return Written(entry.name, write_set(df, target, f"hf://datasets/{entry.hub_id}"), df.height, skipped)
 

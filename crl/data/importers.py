@@ -25,7 +25,7 @@ import polars as pl
 from crl.data.catalogue import known
 from crl.data.prompts import ANSWER_FIELDS, PROMPT_FIELDS, data_home, load_prompts, read_json_rows
 from crl.errors import CrlError
-from crl.io import write_parquet
+from crl.io import check_name, check_output, write_parquet
 
 def _arrow_table(path: Path):
     import pyarrow as pa
@@ -185,10 +185,13 @@ def default_name(path: Path) -> str:
     return entry.name if entry else stem
 
 
-def write_set(df: pl.DataFrame, name: str, out: Path | None, origin: str) -> Path:
-    folder = out if out is not None else data_home()
-    target = folder / f"{name}.parquet"
-    write_parquet(df, target, {"origin": origin, "name": name})
+def set_path(name: str, out: Path | None) -> Path:
+    """Where the prompt set ``name`` is written: ``OUT/NAME.parquet`` or the data home's."""
+    return (out if out is not None else data_home()) / f"{check_name(name)}.parquet"
+
+
+def write_set(df: pl.DataFrame, target: Path, origin: str) -> Path:
+    write_parquet(df, target, {"origin": origin, "name": target.stem}, kind="prompts")
     return target
 
 
@@ -203,9 +206,11 @@ class Written:
 
 
 def import_path(
-    path: Path, name: str | None = None, out: Path | None = None, split: str | None = None, plain: bool = False
+    path: Path, name: str | None = None, out: Path | None = None, split: str | None = None, plain: bool = False,
+    overwrite: bool = False,
 ) -> list[Written]:
-    """Convert a local file or folder into prompt sets, one per file (a saved dataset is one)."""
+    """Convert a local file or folder into prompt sets, one per file (a saved dataset is one). Every target is
+    checked before the first is written."""
     path = Path(path)
     if path.is_dir() and not is_saved_dataset(path):
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".parquet") and not p.name.startswith("."))
@@ -213,10 +218,13 @@ def import_path(
             raise CrlError(f"{path}: holds no .jsonl, .json or .parquet files and is not a saved `datasets` folder")
         if name is not None:
             raise CrlError(f"--name {name}: a folder of {len(files)} files gets one set per file, named after it")
-        return [r for f in files for r in import_path(f, None, out, split, plain)]
-    name = name or default_name(path)
-    entry = known(name)
-    rows = read_rows(path, split)
-    df, skipped = to_prompt_set(rows, name, entry.rename if entry else None, plain)
-    return [Written(name, write_set(df, name, out, str(path.resolve())), df.height, skipped)]
-
+        sources = [(f, default_name(f)) for f in files]
+    else:
+        sources = [(path, name or default_name(path))]
+    targets = [check_output(set_path(n, out), overwrite=overwrite, inputs=[path], flag="--out") for _, n in sources]
+    written = []
+    for (source, set_name), target in zip(sources, targets):
+        entry = known(set_name)
+        df, skipped = to_prompt_set(read_rows(source, split), set_name, entry.rename if entry else None, plain)
+        written.append(Written(set_name, write_set(df, target, str(source.resolve())), df.height, skipped))
+    return written

@@ -1,15 +1,27 @@
-"""The columns of the files passed between stages (DESIGN.md, "Data contracts"), and their readers.
+"""The files passed between stages: their columns, their typed metadata, and readers that check both.
 
-Readers check the columns and types and raise one-line ``CrlError``s naming the file, so a stage never
-starts on the wrong input. A rollouts "file" may also be a folder of shards written by ``--shard i/n``.
+Readers check the columns, types and values and raise one-line ``CrlError``s naming the file, row and column,
+so a stage never starts on the wrong input. A rollouts "file" may also be a folder of shards written by
+``--shard i/n``; every shard must come from the same tokenizer and sampling settings.
+
+The metadata contract (Parquet key-value metadata, JSON values under ``crl.*``): rollouts carry ``sampling``
+(the settings they were drawn with), ``tokenizer`` (a fingerprint of the vocabulary: token ids mean the same
+thing exactly when it matches), ``model`` and ``seed``; verified/ adds ``verifier`` (names and weights) and
+``summary``. ``RolloutMeta`` is that contract as a type; a file without it was not written by crl.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
+from crl.config import Sampling, sampling_of
 from crl.errors import CrlError
 from crl.io import read_metadata
 
@@ -45,15 +57,90 @@ STATUSES = ("ok", "no_answer", "unparsable", "timeout", "error")
 VERIFIED_FILES = ("positive.parquet", "negative.parquet", "groups.parquet")
 
 
+
+
+@dataclass(frozen=True)
+class RolloutMeta:
+    """What crl generate records about how a rollouts file was made."""
+
+    sampling: Sampling
+    tokenizer: str
+    model: str = ""
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, raw: dict[str, Any], where: str) -> RolloutMeta:
+        if not isinstance(raw.get("sampling"), dict) or not raw.get("tokenizer"):
+            raise CrlError(f"{where}: no crl generation metadata (sampling settings, tokenizer); make rollouts with `crl generate`")
+        try:
+            sampling = Sampling(**{**raw["sampling"], "stop": tuple(raw["sampling"].get("stop") or ())})
+        except TypeError as e:
+            raise CrlError(f"{where}: unreadable sampling metadata ({e})") from None
+        known = {"sampling", "tokenizer", "model", "seed"}
+        return cls(sampling, str(raw["tokenizer"]), str(raw.get("model") or ""), int(raw.get("seed") or 0),
+                   {k: v for k, v in raw.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metadata as written into a file's key-value metadata."""
+        return {"sampling": dataclasses.asdict(self.sampling), "tokenizer": self.tokenizer, "model": self.model,
+                "seed": self.seed, **self.extra}
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A short hash of the vocabulary: token ids mean the same thing exactly when it matches."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha1(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def rollout_metadata(sampling: Sampling, tokenizer: Any, **extra: Any) -> dict[str, Any]:
+    """What goes into rollouts.parquet's key-value metadata (see ``RolloutMeta``)."""
+    return {"sampling": dataclasses.asdict(sampling_of(sampling)), "tokenizer": tokenizer_fingerprint(tokenizer), **extra}
+
+
 def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], where: str) -> pl.DataFrame:
-    """Check that ``df`` has the columns of ``schema`` (extra columns kept) and cast them to its types."""
+    """Check that ``df`` has the columns of ``schema`` (extra columns kept) with types that convert without loss
+    of meaning (numbers to numbers, strings stay strings), and cast them."""
     missing = [c for c in schema if c not in df.columns]
     if missing:
         raise CrlError(f"{where}: missing column(s) {', '.join(missing)}")
+    for column, dtype in schema.items():
+        have = df.schema[column]
+        if have == pl.Null:
+            continue
+        if (dtype == pl.String()) != (have == pl.String()) or (isinstance(dtype, pl.List) != isinstance(have, pl.List)):
+            raise CrlError(f"{where}: column {column} holds {have}, expected {dtype}")
     try:
         return df.with_columns([pl.col(c).cast(t) for c, t in schema.items()])
     except pl.exceptions.PolarsError as e:
         raise CrlError(f"{where}: a column has the wrong type ({str(e).splitlines()[0]})") from None
+
+
+def check_rows(df: pl.DataFrame, where: str) -> None:
+    """Refuse rollout rows a stage cannot use: missing values, repeated (prompt_id, sample), negative token ids,
+    behaviour log-probs that are not finite, above 0, or not one per completion token."""
+    for column in ("prompt_id", "completion", "answer", "prompt_ids", "completion_ids", "logprobs"):
+        nulls = df[column].is_null()
+        if nulls.any():
+            raise CrlError(f"{where}: row {int(nulls.arg_true()[0])} has no {column}")
+    empty = df["answer"].str.strip_chars() == ""
+    if empty.any():
+        raise CrlError(f"{where}: row {int(empty.arg_true()[0])} has an empty gold answer")
+    dup = df.select(pl.struct("prompt_id", "sample").is_duplicated().alias("d"))["d"]
+    if dup.any():
+        row = int(dup.arg_true()[0])
+        raise CrlError(f"{where}: (prompt_id, sample) = ({df['prompt_id'][row]}, {df['sample'][row]}) appears twice (row {row} and another)")
+    for column in ("prompt_ids", "completion_ids"):
+        bad = df[column].list.min().fill_null(0) < 0
+        if bad.any():
+            raise CrlError(f"{where}: row {int(bad.arg_true()[0])}: {column} holds a negative token id")
+    short = df["logprobs"].list.len() != df["completion_ids"].list.len()
+    if short.any():
+        raise CrlError(f"{where}: row {int(short.arg_true()[0])}: logprobs has not one value per completion token")
+    flat = df["logprobs"].explode().drop_nulls()
+    if flat.len() and (not flat.is_finite().all() or flat.max() > 1e-3):
+        row = int(df["logprobs"].list.eval(pl.element().is_finite().not_() | (pl.element() > 1e-3)).list.any().arg_true()[0])
+        raise CrlError(f"{where}: row {row}: a behaviour log-prob is not a finite number <= 0")
 
 
 def parquet_files(path: str | Path) -> list[Path]:
@@ -76,23 +163,44 @@ def read_parquet(path: Path) -> pl.DataFrame:
         raise CrlError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
 
 
-def read_rollouts(path: str | Path) -> tuple[pl.DataFrame, dict[str, object]]:
-    """All rollouts in a file or a folder of shards, and the generation metadata of the first shard."""
+def read_rollouts(path: str | Path) -> tuple[pl.DataFrame, RolloutMeta]:
+    """All rollouts in a file or a folder of shards, checked, and their generation metadata (every shard's
+    tokenizer and sampling settings must agree)."""
     files = parquet_files(path)
-    frames = [conform(read_parquet(f), ROLLOUT_SCHEMA, str(f)) for f in files]
+    frames, meta = [], None
+    for f in files:
+        frames.append(conform(read_parquet(f), ROLLOUT_SCHEMA, str(f)))
+        this = RolloutMeta.read(read_metadata(f), str(f))
+        if meta is not None and (this.tokenizer, this.sampling) != (meta.tokenizer, meta.sampling):
+            what = "tokenizer" if this.tokenizer != meta.tokenizer else "sampling settings"
+            raise CrlError(f"{f}: made with another {what} than {files[0].name}; shards of one rollouts folder must agree")
+        meta = meta or this
     df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     if df.is_empty():
         raise CrlError(f"{path}: holds no rollouts")
-    return df, read_metadata(files[0])
+    check_rows(df, str(path))
+    return df, meta  # type: ignore[return-value]
 
 
-def read_verified(folder: str | Path) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, object]]:
-    """The positive and negative rollouts of a verified/ folder as one frame, its groups, its metadata."""
+def read_verified(folder: str | Path) -> tuple[pl.DataFrame, pl.DataFrame, RolloutMeta]:
+    """The positive and negative rollouts of a verified/ folder as one frame (with a ``positive`` column), its
+    groups, and its metadata (the rollouts' plus ``verifier`` and ``summary`` in ``extra``)."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise CrlError(f"{folder}: not a verified/ folder of `crl verify`")
     missing = [f for f in VERIFIED_FILES if not (folder / f).is_file()]
     if missing:
         raise CrlError(f"{folder}: not a verified/ output of `crl verify` (missing {', '.join(missing)})")
-    parts = [conform(read_parquet(folder / f), VERIFIED_SCHEMA, str(folder / f)) for f in VERIFIED_FILES[:2]]
+    parts = []
+    for name, positive in zip(VERIFIED_FILES[:2], (True, False)):
+        part = conform(read_parquet(folder / name), VERIFIED_SCHEMA, str(folder / name))
+        parts.append(part.with_columns(positive=pl.lit(positive)))
     rows = pl.concat(parts, how="diagonal_relaxed").sort("prompt_id", "sample")
+    if rows.is_empty():
+        raise CrlError(f"{folder}: holds no rollouts")
+    check_rows(rows, str(folder))
     groups = conform(read_parquet(folder / "groups.parquet"), GROUP_SCHEMA, str(folder / "groups.parquet"))
-    return rows, groups, read_metadata(folder / "positive.parquet")
+    meta = RolloutMeta.read(read_metadata(folder / "positive.parquet"), str(folder))
+    if "verifier" not in meta.extra:
+        raise CrlError(f"{folder}: no crl verify metadata (verifier); write verified/ with `crl verify`")
+    return rows, groups, meta

@@ -91,12 +91,12 @@ def write_prompt_sets(train_path: Path, test_path: Path, seed: int = 0) -> tuple
     """Write both splits as Parquet prompt sets; return (train, test)."""
     import polars as pl
 
+    from crl.io import atomic_path
+
     train, test = splits(seed)
     for problems, split, path in ((train, "train", train_path), (test, "test", test_path)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        pl.DataFrame(to_rows(problems, split)).write_parquet(tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            pl.DataFrame(to_rows(problems, split)).write_parquet(tmp)
     return train, test
 
 

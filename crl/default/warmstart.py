@@ -1,4 +1,5 @@
-"""Supervised warm start of the default model, and `build_default`, which writes everything under `data/`.
+"""Supervised warm start of the default model, and `build_default` (`crl build-default`), which writes the
+shipped files (crl/default/shipped/).
 
 In: nothing (the task, tokenizer and model are all made here from fixed seeds).
 Out: `arith_train.parquet`, `arith_test.parquet` and the checkpoint directory `tiny-arith/` (safetensors,
@@ -15,13 +16,10 @@ of RL on a CPU visibly raise sampled accuracy.
 Reproducibility: fixed seeds for the data, the initialisation and the batch order, deterministic algorithms,
 and a fixed thread count, so a rebuild on the same machine gives the same weights bit for bit (other CPUs may
 differ in the last bits, through their vector instructions).
-
-    python -m crl.default.warmstart [--out data] [--seed 0] [--steps N]
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from pathlib import Path
@@ -106,35 +104,21 @@ def warm_start(model, tok, problems: list[task.Problem], steps: int, seed: int =
     return losses
 
 
-def build_default(out_dir: Path, seed: int = 0, steps: int | None = None, progress: bool = True) -> None:
+def build_default(out_dir: Path, seed: int = 0, steps: int | None = None, progress: bool = True, overwrite: bool = False) -> None:
     """Write `arith_train.parquet`, `arith_test.parquet` and the warm-started checkpoint `tiny-arith/` to `out_dir`."""
     import torch
 
+    from crl.io import atomic_path, check_output
+
     out_dir = Path(out_dir)
+    for name in ("arith_train.parquet", "arith_test.parquet", "tiny-arith"):
+        check_output(out_dir / name, overwrite=overwrite)
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     train, _ = task.write_prompt_sets(out_dir / "arith_train.parquet", out_dir / "arith_test.parquet", seed=seed)
     tok = build_tokenizer()
     model = build_model(tok, seed=seed)
     warm_start(model, tok, train, steps=STEPS if steps is None else steps, seed=seed, progress=progress)
-    model_dir = out_dir / "tiny-arith"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(model_dir, safe_serialization=True)
-    save_tokenizer(tok, model_dir)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from crl.default import SHIPPED_DIR
-
-    parser = argparse.ArgumentParser(prog="python -m crl.default.warmstart", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=SHIPPED_DIR, help="output directory (default: the package's crl/default/shipped/)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help=f"warm-start steps (default {STEPS})")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    build_default(args.out, seed=args.seed, steps=args.steps)
-    print(f"built the default model and task in {args.out} in {time.perf_counter() - start:.0f}s")
-
-
-if __name__ == "__main__":
-    main()
+    with atomic_path(out_dir / "tiny-arith") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        save_tokenizer(tok, tmp)

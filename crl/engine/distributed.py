@@ -97,7 +97,7 @@ def shard_model(model: torch.nn.Module, methods: dict[str, Callable] | None = No
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     kwargs = {"mp_policy": mp_policy} if mp_policy is not None else {}
-    for layer in model.base_model.layers:
+    for layer in model.get_decoder().layers:
         fully_shard(layer, **kwargs)
     fully_shard(model, **kwargs)
     for name, fn in (methods or {}).items():

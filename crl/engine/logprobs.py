@@ -1,19 +1,24 @@
-"""Log-probs of the taken tokens, computed on packed sequences in vocabulary-sized chunks.
+"""Log-probs of the taken tokens, a micro-batch of whole sequences at a time, in vocabulary-sized chunks.
 
-Sequences (prompt + completion) are packed end to end into one row per micro-batch, with position ids
-that restart at each sequence; transformers turns restarting positions into a block-diagonal attention
-mask, so no token sees another sequence and no compute is spent on padding. With sdpa (and eager) that mask
-is dense, so attention still computes the blocks between sequences; with flex_attention it is a block-sparse
-BlockMask that skips them (``crl train --attn``). Only the hidden states that
-predict completion tokens go through the output layer, a chunk of rows at a time under activation
-checkpointing, so full-vocabulary float32 logits never exist for more than ``chunk`` rows at once.
+Two layouts, chosen by the attention kernel (``packed``):
+
+- padded (sdpa, eager): the sequences are right-padded into a [B, T] batch with no attention mask. Causal
+  attention never looks to the right, so no real token sees the padding, and sdpa runs its plain causal kernel.
+  A micro-batch's cost is rows x longest sequence.
+- packed (flex_attention): the sequences are laid end to end in one row with position ids that restart at each
+  sequence; transformers turns restarting positions into a block-diagonal document mask, which flex_attention
+  stores block-sparse, so attention skips the blocks between sequences. Its cost is the sum of the lengths.
+  (Through sdpa that mask would be dense, quadratic in the whole row: the reason sdpa gets the padded layout.)
+
+Only the hidden states that predict completion tokens go through the output layer, a chunk of rows at a time
+under activation checkpointing, so full-vocabulary float32 logits never exist for more than ``chunk`` rows.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -30,17 +35,23 @@ class TokenSeq:
         return len(self.prompt_ids) + len(self.completion_ids)
 
 
-def pack(sizes: Sequence[int], budget: int) -> list[list[int]]:
-    """Split items (in order) into consecutive bins of at most ``budget`` total size; an oversize item
-    gets a bin of its own. Callers pass whole groups as items when an objective needs whole groups."""
+def cost(lengths: Sequence[int], packed: bool) -> int:
+    """Tokens a micro-batch of sequences of these lengths computes on: their sum packed, rows x longest padded."""
+    return sum(lengths) if packed else len(lengths) * max(lengths, default=0)
+
+
+def pack(items: Sequence[Sequence[int]], budget: int, packed: bool = True) -> list[list[int]]:
+    """Split items (in order), each a list of sequence lengths (a group), into consecutive bins whose ``cost`` is
+    at most ``budget``; an oversize item gets a bin of its own. Callers pass whole groups as items when an
+    objective needs whole groups."""
     bins: list[list[int]] = []
-    total = budget + 1
-    for i, size in enumerate(sizes):
-        if total + size > budget:
+    lengths: list[int] = []
+    for i, item in enumerate(items):
+        if not bins or cost([*lengths, *item], packed) > budget:
             bins.append([])
-            total = 0
+            lengths = []
         bins[-1].append(i)
-        total += size
+        lengths.extend(item)
     return bins
 
 
@@ -55,20 +66,27 @@ def completion_logprobs(
     seqs: Sequence[TokenSeq],
     temperature: float = 1.0,
     chunk: int = 2048,
+    packed: bool = False,
 ) -> list[Tensor]:
     """Log-prob of each completion token of each sequence under ``model`` (grad follows torch's mode)."""
     device = next(model.parameters()).device
-    ids, positions, gather_at = [], [], []
-    offset = 0
-    for s in seqs:
-        n_prompt, n = len(s.prompt_ids), len(s)
-        ids.extend(s.prompt_ids)
-        ids.extend(s.completion_ids)
-        positions.extend(range(n))
-        gather_at.extend(range(offset + n_prompt - 1, offset + n - 1))
-        offset += n
-    input_ids = torch.tensor([ids], device=device)
-    position_ids = torch.tensor([positions], device=device)
+    gather_at: list[int] = []
+    if packed:
+        ids: list[int] = []
+        positions: list[int] = []
+        for s in seqs:
+            gather_at.extend(range(len(ids) + len(s.prompt_ids) - 1, len(ids) + len(s) - 1))
+            ids.extend([*s.prompt_ids, *s.completion_ids])
+            positions.extend(range(len(s)))
+        input_ids = torch.tensor([ids], device=device)
+        position_ids = torch.tensor([positions], device=device)
+    else:
+        width = max(len(s) for s in seqs)
+        rows = [[*s.prompt_ids, *s.completion_ids] for s in seqs]
+        input_ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
+        position_ids = None
+        for b, s in enumerate(seqs):
+            gather_at.extend(range(b * width + len(s.prompt_ids) - 1, b * width + len(s) - 1))
     # A model sharded by FSDP2 carries this pass as a method, so the shards are gathered around all of it.
     run = getattr(model, "packed_logprobs", None) or functools.partial(packed_logprobs, model)
     flat = run(input_ids, position_ids, torch.tensor(gather_at, device=device), temperature, chunk)
@@ -76,17 +94,18 @@ def completion_logprobs(
 
 
 def packed_logprobs(
-    model: torch.nn.Module, input_ids: Tensor, position_ids: Tensor, gather_at: Tensor, temperature: float, chunk: int
+    model: torch.nn.Module, input_ids: Tensor, position_ids: Tensor | None, gather_at: Tensor, temperature: float, chunk: int
 ) -> Tensor:
-    """The decoder over one packed row, then the output layer ``chunk`` rows at a time at ``gather_at``:
-    the log-prob of the token that follows each of those positions, as one flat float32 tensor.
+    """The decoder over a [B, T] batch, then the output layer ``chunk`` rows at a time at ``gather_at`` (indices
+    into the flattened batch): the log-prob of the token that follows each of those positions, as one flat
+    float32 tensor.
 
-    The attention mask is left to transformers: with no 2-d mask and restarting ``position_ids`` it builds a
-    document mask (block-diagonal causal), dense for sdpa/eager, a block-sparse BlockMask for flex_attention.
+    The attention mask is left to transformers: with restarting ``position_ids`` it builds a document mask
+    (block-diagonal causal), with none the plain causal mask.
     """
-    hidden = model.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False)
-    hidden = hidden.last_hidden_state[0, gather_at]
-    targets = input_ids[0, gather_at + 1]
+    hidden = model.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+    hidden = hidden.last_hidden_state.flatten(0, 1)[gather_at]
+    targets = input_ids.flatten()[gather_at + 1]
     weight = model.get_output_embeddings().weight
     parts = []
     for lo in range(0, len(gather_at), chunk):
@@ -104,12 +123,3 @@ def padded(rows: Sequence[Tensor], fill: float = 0.0) -> tuple[Tensor, Tensor]:
     lengths = torch.tensor([len(r) for r in rows], device=values.device)
     mask = (torch.arange(values.shape[1], device=values.device)[None, :] < lengths[:, None]).float()
     return values, mask
-
-
-@torch.no_grad()
-def batched_logprobs(
-    model: torch.nn.Module, seqs: Sequence[TokenSeq], temperature: float = 1.0, budget: int = 8192
-) -> Iterator[Tensor]:
-    """Completion log-probs of many sequences without gradient, a token budget per forward pass."""
-    for bin_ in pack([len(s) for s in seqs], budget):
-        yield from completion_logprobs(model, [seqs[i] for i in bin_], temperature)

@@ -30,7 +30,23 @@ Conventions shared by all objectives:
   sampled); ``kl`` is the mean k3 estimate ``exp(ref - logp) - (ref - logp) - 1`` over those tokens.
 """
 
-from crl.objectives.registry import CONTEXT, OBJECTIVES, Batch, Objective, Stats, get_objective, options, register
+from crl.objectives.registry import (
+    CONTEXT,
+    OBJECTIVES,
+    Batch,
+    Objective,
+    Stats,
+    StepInfo,
+    check_options,
+    get_objective,
+    needs_reference,
+    options,
+    register,
+    spec,
+)
 from crl.objectives import advantage, contrastive  # noqa: E402,F401  (registers the objectives)
 
-__all__ = ["CONTEXT", "OBJECTIVES", "Batch", "Objective", "Stats", "get_objective", "options", "register"]
+__all__ = [
+    "CONTEXT", "OBJECTIVES", "Batch", "Objective", "Stats", "StepInfo", "check_options", "get_objective",
+    "needs_reference", "options", "register", "spec",
+]

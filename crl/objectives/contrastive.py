@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crl.errors import CrlError
 from crl.objectives.ops import (
     Groups,
     contrast_stats,
@@ -26,32 +25,39 @@ from crl.objectives.ops import (
     infonce,
     k3,
     kl_stat,
+    ratio,
     reference,
     seq_mean,
     seq_sum,
-    token_mean,
 )
-from crl.objectives.registry import Batch, Stats, register
+from crl.objectives.registry import NON_NEGATIVE, POSITIVE, Batch, Stats, StepInfo, choice, register
 
 
-@register("conspo")
+@register("conspo", context=("progress",), checks={"tau": POSITIVE, "margin": NON_NEGATIVE, "alpha": (lambda v: 0 < v <= 1, "in (0, 1]")})
 def conspo(
-    b: Batch, *, tau: float = 10.0, margin: float = 0.01, alpha: float = 0.3, progress: float = 0.0
+    b: Batch, *, tau: float = 10.0, inverse: bool = False, margin: float = 0.01, alpha: float = 0.3, progress: float = 0.0
 ) -> tuple[Tensor, Stats]:
-    """ConSPO: per group maximise J = (1/|P|) sum_{i in P} tau log(e^{(s_i-m)/tau} / (e^{(s_i-m)/tau} +
-    sum_{j in N} e^{s_j/tau})) with s the length-normalised log-likelihood, and the margin m rising from 0
-    to ``margin`` on a cosine over the first ``alpha`` of training (``progress``), then held. Unit: group."""
-    ramp = min(progress / alpha, 1.0) if alpha > 0 else 1.0
-    m = margin / 2 * (1 - math.cos(math.pi * ramp))
+    """ConSPO: per group maximise J = (1/|P|) sum_{i in P} T log(e^{(s_i-m)/T} / (e^{(s_i-m)/T} +
+    sum_{j in N} e^{s_j/T})) with s the length-normalised log-likelihood, T = tau (or 1/tau with ``inverse``:
+    tau read as an inverse temperature, which concentrates the weight on high-scoring negatives), and the
+    margin m rising from 0 to ``margin`` on a cosine over the first ``alpha`` of training (``progress``),
+    then held. Unit: group."""
+    temperature = 1 / tau if inverse else tau
+    m = margin / 2 * (1 - math.cos(math.pi * min(progress / alpha, 1.0)))
     g = groups(b)
     s = seq_mean(b.logp, b.mask)
-    nll, hardest = infonce((s - m * g.pos) / tau, g)
-    loss = g.mean(tau * nll)
+    nll, hardest = infonce((s - m * g.pos) / temperature, g)
+    loss = g.mean(temperature * nll)
     stats = contrast_stats(g, s) | {"hardest_neg_weight": float(g.mean(hardest)), "margin": m}
     return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
 
 
-@register("rence")
+@register(
+    "rence", reference="kl_coef",
+    checks={"form": choice("per-positive", "marginal"), "score": choice("logratio", "normalized", "plain"),
+            "beta": POSITIVE, "margin": NON_NEGATIVE, "kl_coef": NON_NEGATIVE, "target_kl": NON_NEGATIVE,
+            "easy_threshold": (lambda v: 0 < v <= 1, "in (0, 1]")},
+)
 def rence(
     b: Batch,
     *,
@@ -72,14 +78,12 @@ def rence(
       classifier logit, and gives d loss / d S_i = (1 - P_i)/|P| like ConSPO; below 1 it softens the
       softmax. ``margin`` is subtracted from the positives' scores.
     - ``kl_coef`` > 0 adds, per group, kl_coef * KL_g with KL_g the group's mean k3 estimate against the
-      reference. With ``target_kl`` the weight adapts instead: (kl_coef * max(KL_g - target_kl, 0))
-      .detach() * KL_g, a squared hinge as in DisCO (stateless, so exact across micro-batches).
+      reference model (the run's starting model unless ``--ref``). With ``target_kl`` the weight adapts
+      instead: (kl_coef * max(KL_g - target_kl, 0)).detach() * KL_g, a squared hinge as in DisCO.
     - ``easy_threshold``: groups whose pass rate is >= it are dropped (1.0: only the all-positive ones,
       which have no contrast anyway).
     """
-    if form not in ("per-positive", "marginal") or score not in ("logratio", "normalized", "plain"):
-        raise CrlError("rence: form must be per-positive|marginal and score logratio|normalized|plain")
-    pass_rate = group_mean((b.reward > 0).to(b.mask.dtype), b.group, b.num_groups)
+    pass_rate = group_mean(b.pos.to(b.mask.dtype), b.group, b.num_groups)
     g = groups(b, keep=pass_rate < easy_threshold)
     if score == "logratio":
         z = beta * (seq_sum(b.logp, b.mask) - seq_sum(b.old_logp, b.mask))
@@ -99,34 +103,43 @@ def rence(
         kl = group_mean(seq_mean(k3(b.logp, reference(b)), b.mask), g.group, g.G)
         weight = kl_coef if target_kl is None else (kl_coef * (kl - target_kl).clamp(min=0)).detach()
         nll = nll + weight * kl
-    if b.ref_logp is not None or kl_coef > 0:
         stats["kl"] = kl_stat(b)
     return g.mean(nll), stats | {"units": float(g.units), "entropy": entropy(b)}
 
 
 def disco_score(b: Batch, score: str) -> Tensor:
     """DisCO's score: s_k (``"loglik"``) or the mean token ratio (1/L_k) sum_t rho[k, t] (``"ratio"``)."""
-    if score not in ("loglik", "ratio"):
-        raise CrlError("disco: score must be loglik|ratio")
-    return seq_mean(b.logp if score == "loglik" else torch.exp(b.logp - b.old_logp), b.mask)
+    return seq_mean(b.logp if score == "loglik" else ratio(b), b.mask)
 
 
 def disco_loss(
-    b: Batch, g: Groups, s: Tensor, J: Tensor, hardest: Tensor, delta: float, beta: float
+    b: Batch, g: Groups, s: Tensor, J: Tensor, hardest: Tensor, delta: float, beta: float, step: StepInfo | None
 ) -> tuple[Tensor, Stats]:
-    """-J averaged over the groups used, plus the squared-hinge KL constraint (beta max(KL - delta, 0))
-    .detach() * KL with KL the masked mean of old_logp - logp over the tensors passed in (the paper takes
-    it over its batch, so this one term depends on how the trainer splits micro-batches)."""
-    kl = token_mean(b.old_logp - b.logp, b.mask)
-    constraint = (beta * (kl - delta).clamp(min=0)).detach() * kl
-    loss = g.mean(-J) + constraint * (g.units > 0)
-    stats = contrast_stats(g, s) | {"hardest_neg_weight": float(g.mean(hardest)), "kl": float(kl.detach())}
-    return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
+    """-J summed over the groups used and divided by all the step's groups (as the authors' code does), plus
+    the squared-hinge KL constraint (beta max(KL - delta, 0)).detach() * KL, with KL the masked mean of
+    old_logp - logp over the whole optimiser step (``step``; the batch itself when called alone). Its
+    gradient is half that of the paper's beta max(KL - delta, 0)^2, as in the authors' code.
+
+    Each micro-batch contributes its share of the step's KL, scaled so that the trainer's sum over
+    micro-batches divided by the step's groups is exactly the equation: the update does not depend on how
+    the step is split. Unit: group (every group of the step, kept or dropped)."""
+    tokens_kl = ((b.old_logp - b.logp) * b.mask).sum()
+    if step is None:
+        step = StepInfo(float(tokens_kl.detach() / b.mask.sum().clamp(min=1)), float(b.mask.sum()), float(g.present.sum()))
+    weight = beta * max(step.kl - delta, 0.0)
+    units = float(g.present.sum())
+    total = torch.where(g.keep, -J, 0.0).sum() + weight * step.groups * tokens_kl / max(step.tokens, 1.0)
+    stats = contrast_stats(g, s) | {"hardest_neg_weight": float(g.mean(hardest)), "kl": step.kl}
+    return total / max(units, 1.0), stats | {"units": units, "entropy": entropy(b)}
 
 
-@register("disco")
+DISCO_CHECKS = {"score": choice("loglik", "ratio"), "tau": POSITIVE, "delta": NON_NEGATIVE, "beta": NON_NEGATIVE}
+
+
+@register("disco", context=("step",), checks=DISCO_CHECKS)
 def disco(
-    b: Batch, *, score: str = "loglik", tau: float | None = None, delta: float = 1e-4, beta: float = 1e3
+    b: Batch, *, score: str = "loglik", tau: float | None = None, delta: float = 1e-4, beta: float = 1e3,
+    step: StepInfo | None = None,
 ) -> tuple[Tensor, Stats]:
     """DisCO: per group maximise J = mean_{P} s - tau log sum_{N} e^{s/tau}, under the KL constraint;
     tau=None picks 10 for the loglik score and 1 for the ratio score. Unit: group."""
@@ -136,12 +149,12 @@ def disco(
     lse_neg = group_logsumexp(s / tau, g.group, g.G, g.neg)
     J = group_mean(s, g.group, g.G, g.pos) - tau * lse_neg
     hardest = torch.exp(group_max(s.detach() / tau, g.group, g.G, g.neg) - lse_neg.detach())
-    return disco_loss(b, g, s, J, hardest, delta, beta)
+    return disco_loss(b, g, s, J, hardest, delta, beta, step)
 
 
-@register("disco-b")
+@register("disco-b", context=("step",), checks=DISCO_CHECKS)
 def disco_b(
-    b: Batch, *, score: str = "loglik", delta: float = 1e-4, beta: float = 1e3
+    b: Batch, *, score: str = "loglik", delta: float = 1e-4, beta: float = 1e3, step: StepInfo | None = None
 ) -> tuple[Tensor, Stats]:
     """DisCO-b: per group maximise J = mean_{P} s - mean_{N} s, under DisCO's KL constraint. Unit: group.
     Every negative gets the same weight 1/|N| (reported as ``hardest_neg_weight``)."""
@@ -149,13 +162,13 @@ def disco_b(
     s = disco_score(b, score)
     J = group_mean(s, g.group, g.G, g.pos) - group_mean(s, g.group, g.G, g.neg)
     hardest = 1 / group_sum(g.neg.to(s.dtype), g.group, g.G).clamp(min=1)
-    return disco_loss(b, g, s, J, hardest, delta, beta)
+    return disco_loss(b, g, s, J, hardest, delta, beta, step)
 
 
-@register("copg")
+@register("copg", reference=True, checks={"beta": POSITIVE})
 def copg(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
-    """CoPG: with R'_k = r_k - beta (S_k - S_k_ref), loss = (1/(K-1)) sum_{i<j} (R'_i - R'_j)^2 per group.
-    Off-policy, no importance weight. Unit: group."""
+    """CoPG: with R'_k = r_k - beta (S_k - S_k_ref), loss = (1/(K-1)) sum_{i<j} (R'_i - R'_j)^2 per group,
+    the reference being the run's starting model unless ``--ref``. Off-policy, no importance weight. Unit: group."""
     g = groups(b)
     implicit = beta * (seq_sum(b.logp, b.mask) - seq_sum(reference(b), b.mask))
     R = b.reward - implicit
@@ -167,12 +180,12 @@ def copg(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
     return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
 
 
-@register("online-dpo")
+@register("online-dpo", reference=True, checks={"beta": POSITIVE})
 def online_dpo(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
     """Online DPO: per group, -log sigmoid(beta ((S+ - S+_ref) - (S- - S-_ref))) for one pair: the positive
     with the lowest implicit reward beta (S - S_ref) against the negative with the highest (the hardest
-    pair, chosen on detached values, so the choice does not depend on the order of the rollouts).
-    Unit: group."""
+    pair, chosen on detached values, so the choice does not depend on the order of the rollouts). The
+    reference is the run's starting model unless ``--ref``. Unit: group."""
     g = groups(b)
     u = beta * (seq_sum(b.logp, b.mask) - seq_sum(reference(b), b.mask))
     last = len(u) - 1  # a dropped group has no pick (index B); any valid row will do, it is masked out

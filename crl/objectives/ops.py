@@ -37,9 +37,19 @@ def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return torch.exp(d) - d - 1
 
 
+MAX_LOG_RATIO = 20.0  # e^20: far past any clip range, short of float32 overflow
+
+
 def reference(b: Batch) -> Tensor:
-    """The reference model's log-probs, or the behaviour policy's where the batch has none."""
-    return b.old_logp if b.ref_logp is None else b.ref_logp
+    """The reference model's log-probs (the trainer supplies them to objectives registered with ``reference``)."""
+    if b.ref_logp is None:
+        raise ValueError("this objective needs the reference model's log-probs (Batch.ref_logp)")
+    return b.ref_logp
+
+
+def ratio(b: Batch) -> Tensor:
+    """Per-token importance ratio pi / pi_old, the log-ratio clamped so that it cannot overflow."""
+    return torch.exp((b.logp - b.old_logp).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))
 
 
 def entropy(b: Batch) -> float:
@@ -53,12 +63,16 @@ def kl_stat(b: Batch) -> float:
 
 
 def clipped_surrogate(b: Batch, adv: Tensor, low: float, high: float) -> tuple[Tensor, Tensor]:
-    """PPO's per-token loss -min(rho*A, clip(rho, 1-low, 1+high)*A) and where the clip is active."""
-    rho = torch.exp(b.logp - b.old_logp)
+    """PPO's per-token loss -min(rho*A, clip(rho, 1-low, 1+high)*A) and where the clip is active; times the
+    truncated importance weight min(pi_old / pi_sampler, cap) when the batch carries one (``train.tis_cap``)."""
+    rho = ratio(b)
     a = adv[:, None]
     loss = -torch.minimum(rho * a, rho.clamp(1 - low, 1 + high) * a)
+    if b.is_weight is not None:
+        loss = loss * b.is_weight
     clipped = ((rho > 1 + high) & (a > 0)) | ((rho < 1 - low) & (a < 0))
     return loss, clipped.to(b.mask.dtype)
+
 
 
 # ---- shared pieces: groups (segment ops over the group index, no loop) ------------------------------
@@ -149,7 +163,7 @@ def groups(b: Batch, keep: Tensor | None = None, *, flat: bool = False) -> Group
     """Split the batch into positives and negatives; keep the groups that have both (and ``keep``), or
     with ``flat`` every group."""
     G = b.num_groups
-    pos = b.reward > 0
+    pos = b.pos
     npos = group_sum(pos.to(b.mask.dtype), b.group, G)
     n = group_sum(torch.ones_like(b.mask[:, 0]), b.group, G)
     contrast = (npos > 0) & (npos < n)

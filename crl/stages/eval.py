@@ -7,24 +7,36 @@ correct), mean completion length in tokens and the share of completions cut at t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from math import comb
 from pathlib import Path
 
 import polars as pl
 
-from crl.io import write_parquet
+from crl.config import RunConfig, Verify
+from crl.data.catalogue import known
+from crl.data.prompts import load_prompts, resolve as resolve_prompts
+from crl.data.schemas import rollout_metadata
 from crl.engine.backends import Backend, make_backend
-from crl.engine.checkpoint import load_tokenizer
-from crl.stages.generate import GenerateConfig, rollout_rows
-from crl.data.prompts import load_prompts
-from crl.stages.verify import VerifyConfig, score
+from crl.engine.checkpoint import load_tokenizer, model_positions
+from crl.io import check_output, write_parquet
+from crl.stages.generate import rollout_rows
+from crl.stages.verify import score
+
+EVAL_SEED = 12345  # added to the run's seed, so evaluation samples never coincide with training rollouts
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    generate: GenerateConfig
-    verify: VerifyConfig = VerifyConfig()
+def task_name(task: str) -> str:
+    return Path(task).stem
+
+
+def task_verifier(task: str, settings: Verify, named: bool) -> Verify:
+    """The run's verifiers when the user named them, else the one the catalogue gives the task (gsm8k for
+    GSM8K, math otherwise)."""
+    entry = known(task_name(task))
+    if named or entry is None:
+        return settings
+    return dataclasses.replace(settings, verifier={entry.verifier: 1.0})
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -49,7 +61,7 @@ def majority_correct(preds: list[str | None], rewards: list[float]) -> float:
 def metrics(samples: pl.DataFrame, k: int) -> pl.DataFrame:
     """One row per task with avg@k, pass@k, maj@k, mean completion tokens and truncation rate."""
     per_problem = samples.group_by("task", "prompt_id", maintain_order=True).agg(
-        n=pl.len(), c=(pl.col("reward") > 0).sum(), preds=pl.col("pred"), rewards=pl.col("reward")
+        n=pl.len(), c=pl.col("positive").sum(), preds=pl.col("pred"), rewards=pl.col("positive").cast(pl.Float64)
     )
     per_problem = per_problem.with_columns(
         pass_k=pl.struct("n", "c").map_elements(lambda s: pass_at_k(s["n"], s["c"], k), return_dtype=pl.Float64),
@@ -58,7 +70,7 @@ def metrics(samples: pl.DataFrame, k: int) -> pl.DataFrame:
         ),
     )
     lengths = samples.group_by("task", maintain_order=True).agg(
-        avg=(pl.col("reward") > 0).mean(),
+        avg=pl.col("positive").mean(),
         mean_tokens=pl.col("completion_ids").list.len().mean(),
         truncated=(pl.col("finish_reason") == "length").mean(),
     )
@@ -81,23 +93,32 @@ def metrics(samples: pl.DataFrame, k: int) -> pl.DataFrame:
 
 
 def evaluate(
-    tasks: list[str], out: Path | None, cfg: EvalConfig, backend: Backend | None = None
+    tasks: list[str], out: Path | None, run: RunConfig, model: str, *, backend: Backend | None = None,
+    tokenizer: object = None, verifier_named: bool = False, overwrite: bool = False, show_progress: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Sample, verify and score each task; write eval.parquet to ``out``; return (metrics, samples)."""
-    tokenizer = load_tokenizer(cfg.generate.model)
+    """Sample, verify and score each task with the ``[eval]`` settings; write eval.parquet to ``out`` (whole or
+    not at all); return (metrics, samples). ``backend`` and ``tokenizer`` may be a live engine's (iterate's)."""
+    paths = [resolve_prompts(t) for t in tasks]
+    sets = [load_prompts(p, run.eval.limit) for p in paths]
+    if out is not None:
+        check_output(out, overwrite=overwrite, inputs=[*paths, model])
+    tokenizer = tokenizer or load_tokenizer(model)
+    positions = model_positions(model)
     own = backend is None
-    backend = backend or make_backend(cfg.generate.backend, cfg.generate.model)
+    backend = backend or make_backend(run.backend, model)
     frames = []
     try:
-        for task in tasks:
-            prompts = load_prompts(task, cfg.generate.limit)
-            rows = rollout_rows(prompts, cfg.generate, backend, tokenizer)
-            frames.append(score(rows, cfg.verify).with_columns(task=pl.lit(Path(task).stem)))
+        for task, prompts in zip(tasks, sets):
+            rows = rollout_rows(prompts, run, run.eval, run.seed + EVAL_SEED, backend, tokenizer, model=model,
+                                show_progress=show_progress, positions=positions)
+            scored = score(rows, task_verifier(task, run.verify, verifier_named), show_progress)
+            frames.append(scored.with_columns(task=pl.lit(task_name(task))))
     finally:
         if own:
             backend.close()
-    samples = pl.concat(frames)
-    table = metrics(samples, cfg.generate.sampling.n)
+    samples = pl.concat(frames, how="diagonal_relaxed")
+    table = metrics(samples, run.eval.n)
     if out is not None:
-        write_parquet(samples, out, {"metrics": table.to_dicts(), "model": cfg.generate.model})
+        meta = rollout_metadata(run.eval, tokenizer, model=model, seed=run.seed + EVAL_SEED, metrics=table.to_dicts())
+        write_parquet(samples, out, meta, kind="eval")
     return table, samples

@@ -1,64 +1,65 @@
 """Stage 1, generate: a prompt set in, rollouts.parquet out (one row per completion).
 
-Each prompt is rendered (chat template or plain), tokenised once, and sampled K times by a backend; the
-token ids and the behaviour log-prob of every sampled token are kept so the trainer can use them without
-re-tokenising. With ``--shard i/n`` the stage takes every n-th prompt and writes
+Each prompt is rendered (chat template or plain), tokenised once, and sampled K times by a backend with its
+own seed (a hash of the run's seed and the prompt's id), so a prompt's samples are the same whichever batch or
+shard it is in. The token ids and the behaviour log-prob of every sampled token are kept so the trainer can use
+them without re-tokenising. With ``--shard i/n`` the stage takes every n-th prompt and writes
 ``rollouts-0000i-of-0000n.parquet`` into the output folder; later stages read such a folder as one file.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from crl.io import write_parquet
-from crl.engine.backends import Backend, SamplingConfig, make_backend
-from crl.engine.checkpoint import load_tokenizer, tokenizer_fingerprint
+from crl.config import RunConfig, Sampling
 from crl.data.prompts import load_prompts, render, shard
-from crl.data.schemas import ROLLOUT_SCHEMA
+from crl.data.prompts import resolve as resolve_prompts
+from crl.data.schemas import ROLLOUT_SCHEMA, rollout_metadata
+from crl.engine.backends import Backend, make_backend, prompt_seed
+from crl.engine.checkpoint import load_tokenizer, model_positions
+from crl.errors import CrlError
+from crl.io import check_output, write_parquet
 from crl.progress import progress_bar
 
 
-@dataclass(frozen=True)
-class GenerateConfig:
-    model: str
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    template: str = "auto"
-    instruction: str = ""
-    limit: int | None = None
-    shard: str | None = None
-    backend: str = "auto"
-    round: int = 0
-    progress: bool = True
+def tokenize_prompts(prompts: pl.DataFrame, run: RunConfig, tokenizer: object) -> tuple[list[str], list[list[int]]]:
+    """The rendered text of each prompt and its token ids (no special tokens added: the template has them)."""
+    rendered = [render(p, tokenizer, run.template, run.instruction) for p in prompts["prompt"]]
+    return rendered, [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
+
+
+def check_positions(positions: int | None, prompt_ids: list[list[int]], max_new_tokens: int) -> None:
+    """Refuse a generation limit that would run past the model's positions (one line, before sampling)."""
+    longest = max(len(p) for p in prompt_ids)
+    if positions and longest + max_new_tokens > positions:
+        raise CrlError(
+            f"--max-new-tokens {max_new_tokens}: the longest prompt ({longest} tokens) plus {max_new_tokens} new "
+            f"tokens exceeds the model's {positions} positions"
+        )
 
 
 def rollout_rows(
-    prompts: pl.DataFrame, cfg: GenerateConfig, backend: Backend, tokenizer: object
+    prompts: pl.DataFrame, run: RunConfig, sampling: Sampling, seed: int, backend: Backend, tokenizer: object,
+    round: int = 0, model: str = "", show_progress: bool = True, positions: int | None = None,
 ) -> pl.DataFrame:
-    """Sample ``cfg.sampling.n`` completions for each prompt: the rows of rollouts.parquet."""
-    rendered = [render(p, tokenizer, cfg.template, cfg.instruction) for p in prompts["prompt"]]
-    prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
-    with progress_bar("generate", len(prompt_ids), cfg.progress) as advance:
-        samples = backend.sample(prompt_ids, cfg.sampling, advance)
+    """Sample ``sampling.n`` completions for each prompt: the rows of rollouts.parquet."""
+    rendered, prompt_ids = tokenize_prompts(prompts, run, tokenizer)
+    check_positions(positions, prompt_ids, sampling.max_new_tokens)
+    seeds = [prompt_seed(seed, pid) for pid in prompts["id"]]
+    with progress_bar("generate", len(prompt_ids), show_progress) as advance:
+        samples = backend.sample(prompt_ids, seeds, sampling, advance)
     rows: dict[str, list] = {c: [] for c in ROLLOUT_SCHEMA}
     for i, (pid, answer, source) in enumerate(prompts.select("id", "answer", "source").iter_rows()):
         for k, s in enumerate(samples[i]):
-            rows["prompt_id"].append(pid)
-            rows["sample"].append(k)
-            rows["prompt"].append(rendered[i])
-            rows["completion"].append(s.text)
-            rows["answer"].append(answer)
-            rows["source"].append(source)
-            rows["prompt_ids"].append(prompt_ids[i])
-            rows["completion_ids"].append(s.token_ids)
-            rows["logprobs"].append(s.logprobs)
-            rows["finish_reason"].append(s.finish_reason)
-            rows["model"].append(cfg.model)
-            rows["round"].append(cfg.round)
-            rows["temperature"].append(cfg.sampling.temperature)
-            rows["seed"].append(cfg.sampling.seed + i)
+            for column, value in (
+                ("prompt_id", pid), ("sample", k), ("prompt", rendered[i]), ("completion", s.text), ("answer", answer),
+                ("source", source), ("prompt_ids", prompt_ids[i]), ("completion_ids", s.token_ids), ("logprobs", s.logprobs),
+                ("finish_reason", s.finish_reason), ("model", model), ("round", round),
+                ("temperature", sampling.temperature), ("seed", seeds[i]),
+            ):
+                rows[column].append(value)
     return pl.DataFrame(rows, schema=ROLLOUT_SCHEMA)
 
 
@@ -69,22 +70,27 @@ def output_path(out: Path, shard_of: tuple[int, int] | None) -> Path:
     return out / f"rollouts-{i:05d}-of-{n:05d}.parquet"
 
 
-def generate(prompt_set: str | Path, out: Path, cfg: GenerateConfig, backend: Backend | None = None) -> Path:
-    """Run the stage; ``backend`` may be passed in to reuse a live engine across rounds."""
-    prompts, shard_of = shard(load_prompts(prompt_set, cfg.limit), cfg.shard)
-    tokenizer = load_tokenizer(cfg.model)
-    own = backend is None
-    backend = backend or make_backend(cfg.backend, cfg.model)
-    try:
-        df = rollout_rows(prompts, cfg, backend, tokenizer)
-    finally:
-        if own:
-            backend.close()
+def check_shard_folder(out: Path) -> None:
+    """A shard goes into a new folder or one that holds only rollout shards, never into a user's folder."""
+    if out.exists() and (not out.is_dir() or any(not p.name.startswith("rollouts-") for p in out.iterdir() if not p.name.startswith("."))):
+        raise CrlError(f"--out {out}: with --shard, --out is a folder of rollout shards; this one holds other files (choose another --out)")
+
+
+def generate(
+    prompt_set: str | Path, out: Path, run: RunConfig, model: str, *, limit: int | None = None,
+    shard_spec: str | None = None, round: int = 0, overwrite: bool = False,
+) -> Path:
+    """Run the stage: check everything, sample, write the rollouts whole."""
+    prompts, shard_of = shard(load_prompts(prompt_set, limit), shard_spec)
     path = output_path(out, shard_of)
-    write_parquet(df, path, rollout_metadata(cfg, tokenizer, prompt_set=str(prompt_set)))
+    if shard_of is not None:
+        check_shard_folder(out)
+    check_output(path, overwrite=overwrite, inputs=[resolve_prompts(prompt_set), model])
+    tokenizer = load_tokenizer(model)
+    backend = make_backend(run.backend, model)
+    try:
+        df = rollout_rows(prompts, run, run.generate, run.seed, backend, tokenizer, round, model, positions=model_positions(model))
+    finally:
+        backend.close()
+    write_parquet(df, path, rollout_metadata(run.generate, tokenizer, model=model, prompt_set=str(prompt_set), seed=run.seed), kind="rollouts")
     return path
-
-
-def rollout_metadata(cfg: GenerateConfig, tokenizer: object, **extra: object) -> dict[str, object]:
-    """What goes into rollouts.parquet's key-value metadata: the settings and the tokenizer's fingerprint."""
-    return {**asdict(cfg), "tokenizer": tokenizer_fingerprint(tokenizer), **extra}

@@ -1,18 +1,13 @@
 """Online training: rounds of generate -> verify -> train, with held-out evaluation along the way.
 
-Layout of a run folder::
+The policy and its AdamW state stay in memory for the whole run (crl/engine/trainer.py) and the sampler gets
+the new weights in place after each round (crl/engine/generator.py); every round still writes its rollouts,
+verified/, train_log.parquet and round.json, and the full state is saved every ``save_every`` rounds and after
+the last. The run folder and what ``--resume`` does are described in crl/stages/run_folder.py.
 
-    RUN/config.toml                       the resolved configuration
-    RUN/round-0000/eval.parquet           the starting model's evaluation
-    RUN/round-NNNN/rollouts.parquet       samples of the round's prompts from the previous checkpoint
-    RUN/round-NNNN/verified/              positive, negative, groups
-    RUN/round-NNNN/checkpoint/            the updated model, optimizer state, train_log.parquet
-    RUN/round-NNNN/eval.parquet           every ``eval_every`` rounds and after the last
-    RUN/round-NNNN/round.json             written last: the round's summary; the round is done
-    RUN/metrics.parquet                   one row per finished round, rebuilt from the round.json files
-
-Every file appears whole or not at all (crl/io.py), and each stage is skipped when its output exists,
-so ``--resume`` after a crash continues where the run stopped without repeating finished work.
+Everything is checked before the run folder is touched: the settings, the model, the prompt sets, the
+verifiers, the objective's options, the tracker. A second process on the same run is refused (a lock held
+while the run works), and only crl's own files inside the run folder are ever replaced or removed.
 """
 
 from __future__ import annotations
@@ -24,231 +19,157 @@ from typing import Any
 
 import polars as pl
 
+from crl.config import Resolved, RunConfig, as_table, dumps
+from crl.data.prompts import load_prompts
+from crl.data.schemas import RolloutMeta, rollout_metadata
+from crl.engine.checkpoint import load_tokenizer, model_positions, resolve_model
+from crl.engine.generator import Generator
+from crl.engine.trainer import Trainer
 from crl.errors import CrlError
-from crl.io import atomic_path, clean_partial, write_parquet
-from crl import config as config_mod
-from crl.engine.backends import Backend, SamplingConfig, make_backend
-from crl.stages.eval import EvalConfig, evaluate
-from crl.stages.generate import GenerateConfig, rollout_metadata, rollout_rows
-from crl.engine.checkpoint import load_tokenizer, resolve_model
-from crl.data.prompts import load_prompts, resolve as resolve_prompts
-from crl.engine.trainer import ATTENTION, PRECISIONS, TrainConfig, train
-from crl.stages.verify import VerifyConfig, verify
+from crl.io import atomic_path, run_lock, write_parquet
+from crl.objectives import check_options, spec
 from crl.progress import console
-from crl.views.tracking import open_tracker
-
-DONE = "round.json"
-
-
-def round_dir(run: Path, r: int) -> Path:
-    return run / f"round-{r:04d}"
+from crl.stages import run_folder as folder
+from crl.stages.eval import evaluate
+from crl.stages.generate import check_positions, rollout_rows, tokenize_prompts
+from crl.stages.verify import score, write_verified
+from crl.verifiers import get_verifier
+from crl.views.tracking import check_tracker, open_tracker
 
 
 def round_prompts(prompts: pl.DataFrame, r: int, per_round: int, seed: int, attempt: int = 0) -> pl.DataFrame:
-    """The prompts of round ``r`` (1-based): consecutive slices of a seeded shuffle, wrapping around;
-    each further attempt of dynamic sampling slices another shuffle."""
+    """The prompts of round ``r`` (1-based): consecutive slices of a seeded shuffle, wrapping around; each
+    further attempt of dynamic sampling slices another shuffle."""
     order = prompts.sample(fraction=1.0, shuffle=True, seed=seed + 7919 * attempt)
     start = ((r - 1) * per_round) % order.height
-    idx = [(start + i) % order.height for i in range(min(per_round, order.height))]
-    return order[idx]
+    return order[[(start + i) % order.height for i in range(min(per_round, order.height))]]
 
 
-def sampling(cfg: dict[str, Any], section: str, n: int, seed: int) -> SamplingConfig:
-    s = cfg[section]
-    return SamplingConfig(n=n, temperature=s["temperature"], top_p=s["top_p"], max_new_tokens=s["max_new_tokens"], seed=seed)
+def check_run(run: RunConfig, model: str) -> pl.DataFrame:
+    """Everything that can be wrong with a run, found before anything is written; returns the prompts."""
+    check_options(run.train.objective, run.train.options)
+    for name in run.verify.verifier:
+        get_verifier(name)
+    check_tracker(run.log_to)
+    tokenizer, positions = load_tokenizer(model), model_positions(model)
+    prompts = load_prompts(run.prompts)
+    for sets, sampling in (([prompts], run.generate), ([load_prompts(t, run.eval.limit) for t in run.eval.tasks], run.eval)):
+        for s in sets:
+            check_positions(positions, tokenize_prompts(s, run, tokenizer)[1], sampling.max_new_tokens)
+    return prompts
 
 
-def generate_round(
-    cfg: dict[str, Any], model: str, backend: Backend, r: int, out: Path, prompts: pl.DataFrame
-) -> dict[str, Any]:
-    """Sample the round's rollouts; with dynamic sampling, keep drawing prompts until enough groups are mixed."""
-    g = cfg["generate"]
-    gen = GenerateConfig(
-        model=model,
-        sampling=sampling(cfg, "generate", g["n"], cfg["seed"] * 1_000_003 + r * 10_007),
-        template=g["template"],
-        instruction=g["instruction"],
-        backend=cfg["backend"],
-        round=r,
-    )
-    tokenizer = load_tokenizer(model)
-    frames, attempts = [], 0
-    mixed_needed = cfg["prompts_per_round"]
-    while True:
-        batch = round_prompts(prompts, r, cfg["prompts_per_round"], cfg["seed"], attempts)
+def dynamic_sampling(run: RunConfig) -> bool:
+    return run.generate.dynamic_sampling if run.generate.dynamic_sampling is not None else spec(run.train.objective).dynamic_sampling
+
+
+def sample_round(run: RunConfig, gen: Generator, prompts: pl.DataFrame, r: int, timings: dict) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """The round's rollouts, scored (each completion verified once), and the rows to train on: every group,
+    or with dynamic sampling exactly ``prompts_per_round`` groups with a right and a wrong answer (fewer if
+    ``max_attempts`` draws did not find that many)."""
+    seed = run.seed * 1_000_003 + r * 10_007
+    frames, scored, attempts, seen = [], [], 0, set()
+    while attempts < (run.generate.max_attempts if dynamic_sampling(run) else 1):
+        batch = round_prompts(prompts, r, run.prompts_per_round, run.seed, attempts).filter(~pl.col("id").is_in(list(seen)))
         attempts += 1
-        frames.append(rollout_rows(batch, gen, backend, tokenizer))
-        if not g["dynamic_sampling"] or attempts >= g["max_attempts"]:
+        seen.update(batch["id"].to_list())
+        start = time.perf_counter()
+        rows = rollout_rows(batch, run, run.generate, seed, gen.backend, gen.trainer.tokenizer, r, run.model)
+        timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - start
+        start = time.perf_counter()
+        frames.append(rows)
+        scored.append(score(rows, run.verify))
+        timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - start
+        if _mixed(pl.concat(scored)).height >= run.prompts_per_round:
             break
-        rows = pl.concat(frames)
-        if _mixed_groups(rows, cfg) >= mixed_needed:
-            break
-    rows = pl.concat(frames).unique(["prompt_id", "sample"], keep="first", maintain_order=True)
-    write_parquet(rows, out, rollout_metadata(gen, tokenizer, attempts=attempts))
-    return {"attempts": attempts}
+    rows, scored = pl.concat(frames), pl.concat(scored)
+    if not dynamic_sampling(run):
+        return rows, scored, attempts
+    keep = _mixed(scored).head(run.prompts_per_round)["prompt_id"]
+    return rows, scored.with_columns(train=pl.col("prompt_id").is_in(keep.to_list())), attempts
 
 
-def verify_config(cfg: dict[str, Any], progress: bool = True) -> VerifyConfig:
-    v = cfg["verify"]
-    return VerifyConfig(v["verifier"], v["workers"], v["timeout"], progress)
+def _mixed(scored: pl.DataFrame) -> pl.DataFrame:
+    per = scored.group_by("prompt_id", maintain_order=True).agg(pos=pl.col("positive").sum(), n=pl.len())
+    return per.filter((pl.col("pos") > 0) & (pl.col("pos") < pl.col("n")))
 
 
-def _mixed_groups(rows: pl.DataFrame, cfg: dict[str, Any]) -> int:
-    """How many groups have both a correct and a wrong completion (a quick verify in process)."""
-    from crl.stages.verify import groups, score
-
-    grouped = groups(score(rows, verify_config(cfg, progress=False)))
-    return int(((grouped["n_pos"] > 0) & (grouped["n_neg"] > 0)).sum())
-
-
-def eval_round(cfg: dict[str, Any], model: str, backend: Backend, out: Path) -> dict[str, float]:
-    e = cfg["eval"]
-    gen = GenerateConfig(
-        model=model,
-        sampling=sampling(cfg, "eval", e["k"], cfg["seed"] + 12345),
-        template=cfg["generate"]["template"],
-        instruction=cfg["generate"]["instruction"],
-        limit=e["limit"] or None,
-    )
-    table, _ = evaluate(cfg["eval_tasks"], out, EvalConfig(gen, verify_config(cfg)), backend)
-    flat = {}
-    for row in table.to_dicts():
-        task = row.pop("task")
-        flat.update({f"{task}/{k}": v for k, v in row.items() if k not in ("problems", "k")})
-    return flat
-
-
-def train_config(cfg: dict[str, Any], model: str, r: int) -> TrainConfig:
-    t = cfg["train"]
-    return TrainConfig(
-        model=model,
-        objective=t["objective"],
-        options=t["options"],
-        lr=t["lr"],
-        weight_decay=t["weight_decay"],
-        max_grad_norm=t["max_grad_norm"],
-        epochs=t["epochs"],
-        minibatches=t["minibatches"],
-        token_budget=t["token_budget"] or None,
-        progress=(r - 1) / max(cfg["rounds"], 1),
-        old_logprobs=t["old_logprobs"],
-        ref=resolve_model(t["ref"]) if t["ref"] else None,
-        gradient_checkpointing=auto(t["gradient_checkpointing"], {"on": True, "off": False}, "train.gradient_checkpointing"),
-        precision=auto(t["precision"], {p: p for p in PRECISIONS}, "train.precision"),
-        attn=auto(t["attn"], {a: a for a in ATTENTION}, "train.attn"),
-        compile=t["compile"],
-        seed=cfg["seed"] + r,
-    )
-
-
-def auto(value: str, choices: dict[str, object], key: str) -> object:
-    """``"auto"`` as None (the trainer decides), else one of ``choices``."""
-    if value == "auto":
-        return None
-    if value not in choices:
-        raise CrlError(f"{key} = {value!r}: choose auto or one of {', '.join(choices)}")
-    return choices[value]
-
-
-def train_summary(checkpoint: Path) -> dict[str, float]:
-    log = pl.read_parquet(checkpoint / "train_log.parquet")
-    numeric = [c for c, t in log.schema.items() if t.is_numeric() and c not in ("step", "epoch")]
-    means = log.select(numeric).mean().to_dicts()[0]
-    return {f"train/{k}": v for k, v in means.items()}
-
-
-class Engine:
-    """The sampler for the current model. When the model changes, a backend that can load weights in place
-    (vLLM) gets them with ``weight_sync = "inplace"``; otherwise (``"reload"``, or transformers) it is
-    rebuilt from the new checkpoint."""
-
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        if cfg["weight_sync"] not in ("inplace", "reload"):
-            raise CrlError(f"weight_sync = {cfg['weight_sync']!r}: choose inplace or reload")
-        self.cfg, self.model, self.backend = cfg, None, None
-
-    def get(self, model: str) -> Backend:
-        if self.model != model:
-            inplace = self.cfg["weight_sync"] == "inplace" and hasattr(self.backend, "update_weights")
-            if self.backend is not None and inplace:
-                self.backend.update_weights(model)
-            else:
-                self.close()
-                self.backend = make_backend(self.cfg["backend"], model)
-            self.model = model
-        return self.backend
-
-    def close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-        self.backend = None
-
-
-def run_round(cfg: dict[str, Any], run: Path, r: int, model: str, engine: Engine, prompts: pl.DataFrame) -> dict:
-    """All stages of round ``r`` whose outputs are missing; returns the round's summary."""
-    rd = round_dir(run, r)
+def run_round(resolved: Resolved, run_dir: Path, r: int, trainer: Trainer, gen: Generator, prompts: pl.DataFrame, tracker, model: str) -> dict:
+    """Round ``r``: sample, verify, train, maybe evaluate and save; returns its summary (round.json, written last)."""
+    run, rd = resolved.config, folder.round_dir(run_dir, r)
+    rd.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"round": r}
-
-    def timed(name: str, fn, *args):
-        start = time.perf_counter()
-        result = fn(*args)
-        timings[f"seconds/{name}"] = time.perf_counter() - start
-        return result
-
+    begin = time.perf_counter()
     if r > 0:
-        if not (rd / "rollouts.parquet").exists():
-            summary.update(timed("generate", generate_round, cfg, model, engine.get(model), r, rd / "rollouts.parquet", prompts))
-        if not (rd / "verified").exists():
-            timed("verify", verify, rd / "rollouts.parquet", rd / "verified", verify_config(cfg))
-        if not (rd / "checkpoint").exists():
-            timed("train", train, rd / "verified", rd / "checkpoint", train_config(cfg, model, r))
-        from crl.data.schemas import read_verified
-        from crl.stages.verify import summary as verify_summary
-
-        rows, grouped, _ = read_verified(rd / "verified")
-        summary.update({f"rollouts/{k}": val for k, val in verify_summary(rows, grouped).items()})
-        summary.update(train_summary(rd / "checkpoint"))
-        model = str(rd / "checkpoint")
-    if r == 0 or r % cfg["eval_every"] == 0 or r == cfg["rounds"]:
-        summary.update(timed("eval", eval_round, cfg, model, engine.get(model), rd / "eval.parquet"))
-    summary.update(timings)
-    with atomic_path(rd / DONE) as tmp:
+        rows, scored, attempts = sample_round(run, gen, prompts, r, timings)
+        start = time.perf_counter()
+        meta = rollout_metadata(run.generate, trainer.tokenizer, model=run.model, seed=run.seed, round=r, attempts=attempts)
+        write_parquet(rows, rd / "rollouts.parquet", meta, kind="rollouts")
+        stats = write_verified(scored.drop("train", strict=False), rd / "verified", {**meta, "verifier": run.verify.verifier})
+        timings["write"] = time.perf_counter() - start
+        summary.update({f"rollouts/{k}": v for k, v in stats.items()}, attempts=attempts)
+        train_rows = scored.filter(pl.col("train")) if "train" in scored.columns else scored
+        start = time.perf_counter()
+        gen.before_training()
+        log = trainer.train_round(train_rows, RolloutMeta.read(meta, str(rd)), lambda row: tracker.log(row["step"], {f"step/{k}": v for k, v in row.items()}))
+        timings["train"] = time.perf_counter() - start
+        gen.after_training()
+        timings["sync"] = gen.sync_seconds
+        start = time.perf_counter()
+        write_parquet(log, rd / "train_log.parquet", kind="train_log")
+        numeric = [c for c, t in log.schema.items() if t.is_numeric() and c not in ("step", "round", "seconds")]
+        means = log.select(pl.col(numeric).cast(pl.Float64).fill_nan(None).mean()).to_dicts()[0]  # steps without a unit are NaN
+        summary.update({f"train/{k}": v for k, v in means.items()})
+        timings["write"] += time.perf_counter() - start
+    timings["round"] = time.perf_counter() - begin
+    if r == 0 or r % run.eval.every == 0 or r == run.rounds:
+        start = time.perf_counter()
+        table, _ = evaluate(list(run.eval.tasks), rd / "eval.parquet", run, model, backend=gen.backend, tokenizer=trainer.tokenizer,
+                            verifier_named="verify.verifier" in resolved.origins, overwrite=True)
+        timings["eval"] = time.perf_counter() - start
+        for row in table.to_dicts():
+            task = row.pop("task")
+            summary.update({f"{task}/{k}": v for k, v in row.items() if k not in ("problems", "n")})
+    if r > 0 and (r % run.save_every == 0 or r == run.rounds):
+        start = time.perf_counter()
+        trainer.save(folder.checkpoint_dir(run_dir, r))
+        folder.prune_checkpoints(run_dir, run.keep_last)
+        timings["save"] = time.perf_counter() - start
+    summary.update({f"seconds/{k}": v for k, v in timings.items()})
+    with atomic_path(rd / folder.DONE) as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def metrics_table(run: Path) -> pl.DataFrame:
-    """One row per finished round, from the rounds' summaries."""
-    rows = [json.loads(p.read_text()) for p in sorted(run.glob(f"round-*/{DONE}"))]
-    return pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
+def iterate(resolved: Resolved, run_dir: Path, resume: bool = False) -> pl.DataFrame:
+    """Run (or continue) the rounds of the configuration in ``run_dir``; returns metrics.parquet's table."""
+    run = resolved.config
+    folder.check_resumable(run_dir) if resume else folder.check_new_run(run_dir)
+    model = resolve_model(run.model)
+    prompts = check_run(run, model)
+    with run_lock(run_dir):
+        if not resume:
+            with atomic_path(run_dir / folder.CONFIG) as tmp:
+                tmp.write_text(dumps(resolved))
+        saved = folder.saved_rounds(run_dir) if resume else []
+        start = saved[-1] if saved else 0
+        folder.forget_after(run_dir, start)
+        trainer = Trainer(str(folder.checkpoint_dir(run_dir, start)) if start else model, run, reference=run.train.ref or model)
+        if start and trainer.rounds_done != start:
+            raise CrlError(f"{folder.checkpoint_dir(run_dir, start)}: holds round {trainer.rounds_done}, not {start}")
+        gen = Generator(run, trainer)
+        tracker = open_tracker(run.log_to, run_dir, as_table(run))
+        try:
+            for r in range(0, run.rounds + 1):
+                if (folder.round_dir(run_dir, r) / folder.DONE).exists():
+                    continue
+                console.rule(f"round {r}/{run.rounds}")
+                summary = run_round(resolved, run_dir, r, trainer, gen, prompts, tracker, model)
+                tracker.log(trainer.steps_done, summary)
+                folder.write_metrics(run_dir)
+        finally:
+            gen.close()
+            tracker.close()
+        return folder.write_metrics(run_dir)
 
-
-def iterate(cfg: dict[str, Any], run: Path, resume: bool = False) -> pl.DataFrame:
-    """Run (or continue) the rounds of ``cfg`` in ``run``; returns metrics.parquet's table."""
-    if run.exists() and any(run.iterdir()) and not resume:
-        raise CrlError(f"--out {run}: folder exists and is not empty; pass --resume to continue it")
-    run.mkdir(parents=True, exist_ok=True)
-    clean_partial(run)
-    with atomic_path(run / "config.toml") as tmp:
-        tmp.write_text(config_mod.dumps(cfg))
-    base = resolve_model(cfg["model"])
-    prompts = load_prompts(resolve_prompts(cfg["prompts"]))
-    engine = Engine(cfg)
-    tracker = open_tracker(cfg["log_to"], run, cfg)
-    try:
-        model = base
-        for r in range(0, cfg["rounds"] + 1):
-            rd = round_dir(run, r)
-            if not (rd / DONE).exists():
-                console.rule(f"round {r}/{cfg['rounds']}")
-                tracker.log(r, run_round(cfg, run, r, model, engine, prompts))
-                write_parquet(metrics_table(run), run / "metrics.parquet")
-            if r > 0:
-                model = str(rd / "checkpoint")
-    finally:
-        engine.close()
-        tracker.close()
-    table = metrics_table(run)
-    write_parquet(table, run / "metrics.parquet")
-    return table

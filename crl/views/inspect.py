@@ -3,8 +3,8 @@
 Kinds, recognised by name and columns (a folder by what it holds):
 
 - ``metrics``: RUN/metrics.parquet, or a run folder holding it: the rounds, first -> last of each metric.
-- ``verified``: a verified/ folder (or a round folder holding one): pass rates, group kinds, statuses.
-- ``train_log``: train_log.parquet, or a checkpoint folder holding it: steps and the objective's statistics.
+- ``verified``: a verified/ folder (or a round folder of a run, holding one): pass rates, group kinds, statuses.
+- ``train_log``: train_log.parquet, or a checkpoint folder of `crl train` holding it: steps and statistics.
 - ``eval``: eval.parquet (verified samples with a ``task`` column): accuracy per task.
 - ``rollouts``: rollouts.parquet or a folder of shards: prompts, samples, finish reasons.
 - ``prompts``: a prompt set (``prompt``/``problem``/``question`` and ``answer``).
@@ -27,6 +27,8 @@ from rich.text import Text
 
 from crl.errors import CrlError
 from crl.data.schemas import VERIFIED_FILES, parquet_files, read_parquet
+from crl.stages.verify import groups, summary
+from crl.views.report import eval_columns
 from crl.views.tables import clip, counts_table, fmt, header, kv_table, length_table, side_by_side
 
 KINDS = ("metrics", "verified", "train_log", "eval", "rollouts", "prompts")
@@ -70,11 +72,12 @@ def detect(path: str | Path) -> tuple[str, Path]:
     if path.is_dir():
         if all((path / f).is_file() for f in VERIFIED_FILES):
             return "verified", path
-        for name, kind in (("metrics.parquet", "metrics"), ("train_log.parquet", "train_log")):
-            if (path / name).is_file():
-                return kind, path / name
-        if (path / "verified").is_dir():
+        if (path / "metrics.parquet").is_file():
+            return "metrics", path / "metrics.parquet"
+        if (path / "verified").is_dir():  # a round folder
             return "verified", path / "verified"
+        if (path / "train_log.parquet").is_file():
+            return "train_log", path / "train_log.parquet"
         for name in ("rollouts.parquet", "eval.parquet"):
             if (path / name).exists():
                 return detect(path / name)
@@ -123,7 +126,7 @@ def summarize_rollouts(path: Path, prompt_id: str | None, n: int) -> list[Render
         "rounds": ", ".join(str(r) for r in sorted(set(rows["round"].to_list()))),
         "truncated": float((rows["finish_reason"] == "length").mean()),
     }
-    items.update({f"meta {k}": json.dumps(v) if not isinstance(v, (str, int, float)) else v for k, v in meta.items()})
+    items.update({f"meta {k}": json.dumps(v) if not isinstance(v, (str, int, float)) else v for k, v in meta.to_dict().items()})
     return [
         header("rollouts", path),
         kv_table("summary", items),
@@ -133,20 +136,9 @@ def summarize_rollouts(path: Path, prompt_id: str | None, n: int) -> list[Render
     ]
 
 
-def _verdicts(rows: pl.DataFrame, title: str) -> list[RenderableType]:
-    per = rows.group_by("prompt_id").agg(n_pos=(pl.col("reward") > 0).sum(), n=pl.len())
-    items = {
-        "completions": rows.height,
-        "prompts": per.height,
-        "pass rate": float((rows["reward"] > 0).mean()),
-        "groups all positive": int((per["n_pos"] == per["n"]).sum()),
-        "groups all negative": int((per["n_pos"] == 0).sum()),
-        "groups mixed": int(((per["n_pos"] > 0) & (per["n_pos"] < per["n"])).sum()),
-        "truncated": float((rows["finish_reason"] == "length").mean()),
-    }
-    lengths = rows.select(
-        pl.col("completion_ids").list.len().alias("tokens"), (pl.col("reward") > 0).alias("positive")
-    )
+def _verdicts(rows: pl.DataFrame, stats: dict[str, Any]) -> list[RenderableType]:
+    """The verify summary (crl verify's own numbers) and the lengths and statuses by verdict."""
+    lengths = rows.select(pl.col("completion_ids").list.len().alias("tokens"), "positive")
     by = Table(title="completion tokens by verdict", title_justify="left")
     for c in ("verdict", "n", "p10", "p50", "p90", "max", "mean"):
         by.add_column(c, justify="left" if c == "verdict" else "right")
@@ -155,7 +147,7 @@ def _verdicts(rows: pl.DataFrame, title: str) -> list[RenderableType]:
         if s.len():
             by.add_row(label, str(s.len()), *[fmt(s.quantile(q, "nearest")) for q in (0.1, 0.5, 0.9)], fmt(s.max()), fmt(s.mean()))
     return [
-        kv_table(title, items),
+        kv_table("summary", stats),
         length_table(lengths["tokens"]),
         by,
         counts_table("statuses", rows["status"]),
@@ -166,19 +158,20 @@ def _verdicts(rows: pl.DataFrame, title: str) -> list[RenderableType]:
 def summarize_verified(path: Path, prompt_id: str | None, n: int) -> list[RenderableType]:
     from crl.data.schemas import read_verified
 
-    rows, groups, meta = read_verified(path)
-    out = [header("verified", path), *_verdicts(rows, "summary")]
+    rows, grouped, meta = read_verified(path)
+    stats = meta.extra.get("summary") or summary(rows, grouped)  # what crl verify computed when it wrote them
+    out = [header("verified", path), *_verdicts(rows, stats)]
     if "source" in rows.columns and rows["source"].n_unique() > 1:
         out.append(_per(rows, "source"))
-    hist = groups.group_by("n_pos").len().sort("n_pos")
+    hist = grouped.group_by("n_pos").len().sort("n_pos")
     table = Table(title="groups by number of positives", title_justify="left")
     table.add_column("n_pos", justify="right")
     table.add_column("groups", justify="right")
     for k, v in hist.iter_rows():
         table.add_row(str(k), str(v))
     out.append(table)
-    if meta:
-        out.append(kv_table("metadata", {k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in meta.items()}))
+    described = {k: v for k, v in meta.to_dict().items() if k != "summary"}
+    out.append(kv_table("metadata", {k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in described.items()}))
     out.append(side_by_side(rows, prompt_id, n))
     return out
 
@@ -189,14 +182,12 @@ def _per(rows: pl.DataFrame, key: str) -> Table:
         .agg(
             prompts=pl.col("prompt_id").n_unique(),
             samples=pl.len(),
-            avg=(pl.col("reward") > 0).mean(),
-            any_correct=((pl.col("reward") > 0).any()),
+            avg=pl.col("positive").mean(),
             tokens=pl.col("completion_ids").list.len().mean(),
             truncated=(pl.col("finish_reason") == "length").mean(),
         )
-        .drop("any_correct")
     )
-    solved = rows.group_by(key, "prompt_id").agg(ok=(pl.col("reward") > 0).any()).group_by(key).agg(solved=pl.col("ok").mean())
+    solved = rows.group_by(key, "prompt_id").agg(ok=pl.col("positive").any()).group_by(key).agg(solved=pl.col("ok").mean())
     per = per.join(solved, on=key, maintain_order="left")
     table = Table(title=f"per {key}", title_justify="left")
     for c in (key, "prompts", "samples", "avg", "solved (pass@n)", "mean tokens", "truncated"):
@@ -210,8 +201,10 @@ def summarize_eval(path: Path, prompt_id: str | None, n: int) -> list[Renderable
     from crl.data.schemas import VERIFIED_SCHEMA, conform
 
     rows = conform(read_parquet(path), VERIFIED_SCHEMA, str(path))
+    if "positive" not in rows.columns:  # written before crl kept the verifier's split
+        rows = rows.with_columns(positive=pl.col("reward") > 0)
     meta = _meta(path)
-    out = [header("eval", path), *_verdicts(rows, "summary")]
+    out = [header("eval", path), *_verdicts(rows, summary(rows, groups(rows)))]
     out.insert(2, _per(rows, "task"))
     if meta.get("metrics"):
         table = Table(title="metrics (as written by crl eval)", title_justify="left")
@@ -261,11 +254,11 @@ def summarize_metrics(path: Path, prompt_id: str | None, n: int) -> list[Rendera
     m = read_parquet(path)
     if m.is_empty():
         raise CrlError(f"{path}: holds no finished rounds")
-    evals = [c for c in m.columns if "/avg@" in c or "/pass@" in c or "/maj@" in c]
+    evals = eval_columns(m)
     items = {"rounds": m.height, "last round": m["round"].max(), "eval rounds": m.drop_nulls(evals[:1]).height if evals else 0}
     seconds = [c for c in m.columns if c.startswith("seconds/")]
-    if seconds:
-        items["stage seconds"] = float(m.select(seconds).sum().sum_horizontal()[0])
+    if "seconds/round" in m.columns:
+        items["seconds in rounds"] = float(m["seconds/round"].sum())
     groups = [
         ("held-out evaluation", evals + [c for c in m.columns if c.endswith(("/mean_tokens", "/truncated")) and not c.startswith("rollouts/")]),
         ("rollouts", [c for c in m.columns if c.startswith("rollouts/")]),

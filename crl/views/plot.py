@@ -15,7 +15,9 @@ from pathlib import Path
 import polars as pl
 
 from crl.errors import CrlError
-from crl.io import atomic_path
+from crl.views.report import eval_columns
+from crl.data.schemas import read_parquet
+from crl.io import atomic_path, check_output, read_metadata
 
 EVAL_KINDS = (("avg@", "-"), ("pass@", "--"), ("maj@", ":"))
 
@@ -26,12 +28,10 @@ def load_metrics(run: str | Path) -> tuple[Path, pl.DataFrame]:
     path = run if run.suffix == ".parquet" else run / "metrics.parquet"
     if not path.is_file():
         raise CrlError(f"{run}: no metrics.parquet here (a run folder of `crl iterate` holds one once a round is done)")
-    try:
-        table = pl.read_parquet(path)
-    except (OSError, pl.exceptions.PolarsError) as e:
-        raise CrlError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-    if "round" not in table.columns or table.is_empty():
-        raise CrlError(f"{path}: not a metrics table of `crl iterate` (no rounds)")
+    table = read_parquet(path)
+    kind = read_metadata(path).get("kind")
+    if kind not in (None, "metrics") or "round" not in table.columns or "prompt_id" in table.columns or table.is_empty():
+        raise CrlError(f"{path}: not the metrics table of a `crl iterate` run{f' (a {kind} file)' if kind else ''}; plot takes a run folder or its metrics.parquet")
     return path.parent, table.sort("round")
 
 
@@ -44,13 +44,7 @@ def series(table: pl.DataFrame, column: str) -> tuple[list[float], list[float]]:
 
 
 def eval_tasks(table: pl.DataFrame) -> list[str]:
-    tasks = []
-    for c in table.columns:
-        if "/avg@" in c:
-            task = c.split("/avg@")[0]
-            if task not in tasks:
-                tasks.append(task)
-    return tasks
+    return list(dict.fromkeys(c.split("/")[0] for c in eval_columns(table)))
 
 
 def _finish(ax, title: str, ylabel: str = "", unit: bool = False, xlim: tuple[int, int] | None = None) -> None:
@@ -153,7 +147,7 @@ def _save(fig, path: Path, dpi: int) -> Path:
     return path
 
 
-def plot_run(run: str | Path, out: Path | None = None, dpi: int = 110) -> list[Path]:
+def plot_run(run: str | Path, out: Path | None = None, dpi: int = 110, overwrite: bool = False) -> list[Path]:
     """Write metrics.png (and train.png when the objective logged statistics) into ``out`` or RUN/plots."""
     import matplotlib
 
@@ -162,6 +156,8 @@ def plot_run(run: str | Path, out: Path | None = None, dpi: int = 110) -> list[P
 
     folder, table = load_metrics(run)
     out = Path(out) if out is not None else folder / "plots"
+    for name in ("metrics.png", "train.png"):
+        check_output(out / name, overwrite=overwrite, inputs=[run])
     title = f"{folder.name}: rounds {table['round'].min()}-{table['round'].max()}"
     written = []
     fig = Figure(figsize=(13, 7), layout="constrained")

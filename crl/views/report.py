@@ -1,19 +1,44 @@
-"""The tables ``crl iterate`` prints: per-round progress and the held-out accuracy before and after."""
+"""The result tables the commands print (on standard output; progress and messages go to standard error):
+a verify summary, per-task evaluation metrics, and a run's rounds with the held-out accuracy before and after.
+``eval_columns`` is the one definition of which metrics columns are held-out evaluations."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+from rich.console import Console
 from rich.table import Table
 
-from crl.progress import console
-
+stdout = Console()
 ROUND_COLUMNS = ("rollouts/pass_rate", "rollouts/mixed", "train/loss", "train/grad_norm", "rollouts/mean_completion_tokens")
+EVAL_METRICS = ("/avg@", "/pass@", "/maj@")
 
 
 def eval_columns(table: pl.DataFrame) -> list[str]:
-    return [c for c in table.columns if "/avg@" in c or "/pass@" in c or "/maj@" in c]
+    """The held-out metric columns of a metrics table (``TASK/avg@k``, ``TASK/pass@k``, ``TASK/maj@k``)."""
+    return [c for c in table.columns if any(m in c for m in EVAL_METRICS)]
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def print_summary(stats: dict[str, Any], title: str) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in stats.items():
+        table.add_row(key, _cell(value))
+    stdout.print(table)
+
+
+def print_metrics(table: pl.DataFrame, title: str) -> None:
+    out = Table(title=title)
+    for col in table.columns:
+        out.add_column(col, justify="left" if col == "task" else "right")
+    for row in table.iter_rows():
+        out.add_row(*map(_cell, row))
+    stdout.print(out)
 
 
 def print_run(table: pl.DataFrame, run: Path) -> None:
@@ -23,16 +48,13 @@ def print_run(table: pl.DataFrame, run: Path) -> None:
     for c in cols:
         out.add_column(c, justify="right")
     for row in table.select(cols).iter_rows():
-        out.add_row(*["" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
-    console.print(out)
+        out.add_row(*map(_cell, row))
+    stdout.print(out)
     evals = table.drop_nulls(subset=eval_columns(table)[:1]) if eval_columns(table) else table.clear()
     if evals.height >= 2:
         first, last = evals.row(0, named=True), evals.row(-1, named=True)
         for c in eval_columns(table):
-            console.print(
-                f"{c}: round {first['round']} {first[c]:.3f} -> round {last['round']} {last[c]:.3f} "
-                f"({100 * (last[c] - first[c]):+.1f} points)"
-            )
-    seconds = [c for c in table.columns if c.startswith("seconds/")]
-    if seconds:
-        console.print(f"stage time: {table.select(seconds).sum().sum_horizontal()[0]:.0f} s")
+            stdout.print(f"{c}: round {first['round']} {first[c]:.3f} -> round {last['round']} {last[c]:.3f} ({100 * (last[c] - first[c]):+.1f} points)")
+    if "seconds/round" in table.columns:
+        evaluation = table["seconds/eval"].sum() if "seconds/eval" in table.columns else 0.0
+        stdout.print(f"time in rounds: {table['seconds/round'].sum():.0f} s, evaluation: {evaluation:.0f} s")

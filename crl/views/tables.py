@@ -73,8 +73,8 @@ def pick_prompt(rows: pl.DataFrame, prompt_id: str | None) -> str:
         if prompt_id not in set(ids.unique().to_list()):
             raise CrlError(f"--prompt {prompt_id}: no such prompt_id here (e.g. {', '.join(ids.unique(maintain_order=True).head(3).to_list())})")
         return prompt_id
-    if "reward" in rows.columns:
-        per = rows.group_by("prompt_id", maintain_order=True).agg(rate=(pl.col("reward") > 0).mean())
+    if "positive" in rows.columns:
+        per = rows.group_by("prompt_id", maintain_order=True).agg(rate=pl.col("positive").mean())
         mixed = per.filter((pl.col("rate") > 0) & (pl.col("rate") < 1))
         if mixed.height:
             return mixed.sort((pl.col("rate") - 0.5).abs(), maintain_order=True)["prompt_id"][0]
@@ -99,11 +99,11 @@ def side_by_side(rows: pl.DataFrame, prompt_id: str | None, n: int) -> Renderabl
         title=f"prompt {pid} · gold {first['answer']!r} · {group.height} samples",
         title_align="left",
     )
-    if "reward" not in group.columns:
+    if "positive" not in group.columns:
         panels = [_sample_panel(r, "cyan") for r in group.head(2 * n).iter_rows(named=True)]
         return Group(head, Columns(panels, equal=True, expand=True))
-    pos = group.filter(pl.col("reward") > 0)
-    neg = group.filter(pl.col("reward") <= 0)
+    pos = group.filter(pl.col("positive"))
+    neg = group.filter(~pl.col("positive"))
     table = Table(expand=True, show_lines=False)
     table.add_column(f"positive ({pos.height})", ratio=1)
     table.add_column(f"negative ({neg.height})", ratio=1)

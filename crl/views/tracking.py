@@ -17,6 +17,7 @@ Usage::
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -126,6 +127,15 @@ class WandbTracker(Tracker):
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def check_tracker(kind: str) -> None:
+    """Refuse, before any work, a tracker that is unknown or whose package is not installed."""
+    package = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
+    if kind not in package:
+        raise CrlError(f"--log-to {kind}: unknown tracker; choose one of {', '.join(KINDS)}")
+    if package[kind] and importlib.util.find_spec(package[kind]) is None:
+        raise CrlError(f"--log-to {kind}: the {package[kind]} package is missing (pip install 'crl[{kind}]')")
 
 
 def open_tracker(kind: str, run_dir: str | Path, config: Mapping[str, Any] | None = None) -> Tracker:

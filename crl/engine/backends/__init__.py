@@ -1,32 +1,36 @@
-"""Generation backends behind one interface (``base.Backend``), chosen by name."""
+"""Generation backends behind one interface (``base.Backend``), chosen by the ``[backend]`` settings."""
 
 from __future__ import annotations
 
 import importlib.util
 
+import torch
+
+from crl import config
+from crl.engine.backends.base import Backend, Progress, Sample, prompt_seed
 from crl.errors import CrlError
 from crl.progress import console
-from crl.engine.backends.base import Backend, Sample, SamplingConfig
-
-BACKENDS = ("auto", "hf", "vllm")
 
 
-def make_backend(name: str, model: str, **options: object) -> Backend:
-    """``hf`` (transformers), ``vllm``, or ``auto``: vLLM where it is importable, else transformers."""
-    if name not in BACKENDS:
-        raise CrlError(f"--backend {name}: choose one of {', '.join(BACKENDS)}")
-    if name in ("auto", "vllm") and (name == "vllm" or importlib.util.find_spec("vllm")):
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_backend(settings: config.Backend, model: str | torch.nn.Module, tokenizer: object = None) -> Backend:
+    """``hf`` (transformers), ``vllm``, or ``auto``: vLLM where it is importable, else transformers. A live
+    module (the trainer's) can only be sampled by transformers, or by vLLM loaded from ``model``'s folder."""
+    if settings.name == "vllm" or (settings.name == "auto" and vllm_available() and isinstance(model, str)):
         from crl.engine.backends.vllm import VLLMBackend
 
         try:
-            return VLLMBackend(model, **{k: v for k, v in options.items() if k in VLLMBackend.OPTIONS})
+            return VLLMBackend(model, settings)
         except RuntimeError as e:
-            if name == "vllm":
+            if settings.name == "vllm":
                 raise CrlError(f"--backend vllm: the engine did not start ({str(e).splitlines()[0]})") from None
             console.print(f"[yellow]vLLM is installed but did not start ({str(e).splitlines()[0]}); using transformers")
     from crl.engine.backends.hf import HFBackend
 
-    return HFBackend(model, **{k: v for k, v in options.items() if k in ("device", "batch_size")})
+    return HFBackend(model, tokenizer)
 
 
-__all__ = ["Backend", "Sample", "SamplingConfig", "make_backend", "BACKENDS"]
+__all__ = ["Backend", "Progress", "Sample", "make_backend", "prompt_seed", "vllm_available"]

@@ -6,7 +6,7 @@ lives in a ``spawn``-ed child that this module talks to over a pipe (``sample``,
 when the parent closes the backend, is interrupted (Ctrl-C) or dies (its end of the pipe closes).
 
 What a request is: the ``n`` samples of one prompt are one vLLM request with ``n=K`` and prefix caching, so the
-prompt is prefilled once; the i-th prompt is seeded with ``cfg.seed + i``, which makes samples reproducible
+prompt is prefilled once; each request is seeded with its prompt's seed, which makes samples reproducible
 whatever the batch composition.
 
 Behaviour log-probs: the engine runs with ``logprobs_mode="processed_logprobs"`` and ``logprobs=0`` per request,
@@ -29,44 +29,34 @@ embeddings (the reload repacks only layers it loads, and a tied ``lm_head`` has 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import multiprocessing as mp
 import os
 import signal
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from crl.engine.backends.base import Progress, Sample, SamplingConfig
+from crl.config import Backend, Sampling, sampling_of
+from crl.engine.backends.base import Progress, Sample
 
 
 class VLLMBackend:
-    """A vLLM engine in a child process; see the module docstring.
+    """A vLLM engine in a child process, configured by the ``[backend]`` settings; see the module docstring.
 
-    ``enforce_eager=None`` means eager on CPU (needed for ``update_weights``) and vLLM's default on a GPU;
-    ``dtype="auto"`` means float32 on CPU and vLLM's choice on a GPU.
+    ``enforce_eager`` None means eager on CPU (needed for ``update_weights``) and vLLM's default on a GPU;
+    ``dtype`` None means float32 on CPU and vLLM's choice on a GPU; ``sleep`` None means sleep mode on a GPU.
     """
 
-    OPTIONS = ("tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "dtype", "seed", "enforce_eager")
-
-    def __init__(
-        self,
-        model: str,
-        tensor_parallel_size: int = 1,
-        max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.5,
-        dtype: str = "auto",
-        seed: int = 0,
-        enforce_eager: bool | None = None,
-    ) -> None:
+    def __init__(self, model: str, settings: Backend) -> None:
         engine_args = dict(
             model=str(model),
-            tensor_parallel_size=tensor_parallel_size,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            dtype=dtype,
-            seed=seed,
-            enforce_eager=enforce_eager,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            dtype=settings.dtype or "auto",
+            enforce_eager=settings.enforce_eager,
+            enable_sleep_mode=settings.sleep,
             enable_prefix_caching=True,
             logprobs_mode="processed_logprobs",
             worker_extension_cls=f"{__name__}.WorkerExtension",
@@ -79,13 +69,23 @@ class VLLMBackend:
         child_conn.close()
         self._busy = False
         atexit.register(self.close)
-        self._call("start")
+        self.can_sleep = bool(self._call("start"))
 
     def sample(
-        self, prompt_ids: list[list[int]], cfg: SamplingConfig, progress: Progress | None = None
+        self, prompt_ids: list[list[int]], seeds: list[int], cfg: Sampling, progress: Progress | None = None
     ) -> list[list[Sample]]:
-        """For each prompt, ``cfg.n`` samples; the i-th prompt is seeded with ``cfg.seed + i``."""
-        return self._call("sample", [list(map(int, p)) for p in prompt_ids], asdict(cfg), progress=progress)
+        """For each prompt, ``cfg.n`` samples: one request with n = K, seeded with the prompt's seed."""
+        prompts = [list(map(int, p)) for p in prompt_ids]
+        return self._call("sample", prompts, list(seeds), dataclasses.asdict(sampling_of(cfg)), progress=progress)
+
+    def sleep(self) -> None:
+        """Free the engine's GPU memory (weights and KV cache) while the trainer runs; ``wake`` restores it."""
+        if self.can_sleep:
+            self._call("sleep")
+
+    def wake(self) -> None:
+        if self.can_sleep:
+            self._call("wake")
 
     def update_weights(self, checkpoint_dir: str | Path) -> None:
         """Load the weights of ``checkpoint_dir`` (same architecture) into the running engine."""
@@ -162,8 +162,12 @@ def _serve(conn, engine_args: dict) -> None:
                 engine_args["enforce_eager"] = True
             if engine_args["dtype"] == "auto":
                 engine_args["dtype"] = "float32"
-        llm = LLM(**engine_args)
-        conn.send(("ok", None))
+        sleep = engine_args.pop("enable_sleep_mode")
+        can_sleep = current_platform.is_cuda() and sleep is not False
+        if can_sleep:
+            engine_args["enable_sleep_mode"] = True
+        llm = LLM(**{k: v for k, v in engine_args.items() if v is not None or k == "max_model_len"})
+        conn.send(("ok", can_sleep))
         while True:
             try:
                 command, *args = conn.recv()
@@ -174,6 +178,10 @@ def _serve(conn, engine_args: dict) -> None:
             try:
                 if command == "sample":
                     result = _sample(llm, conn, *args)
+                elif command == "sleep":
+                    result = llm.sleep(level=1)
+                elif command == "wake":
+                    result = llm.wake_up()
                 elif command == "update_weights":
                     llm.collective_rpc("crl_reload_weights", args=(args[0],))
                     llm.reset_prefix_cache()
@@ -211,19 +219,20 @@ def _exit_on_signal(signum, frame) -> None:
     raise SystemExit(0)
 
 
-def _sample(llm, conn, prompt_ids: list[list[int]], cfg: dict) -> list[list[Sample]]:
+def _sample(llm, conn, prompt_ids: list[list[int]], seeds: list[int], cfg: dict) -> list[list[Sample]]:
     from tqdm import tqdm
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    cfg = SamplingConfig(**{**cfg, "stop": tuple(cfg["stop"])})
+    cfg = Sampling(**{**cfg, "stop": tuple(cfg["stop"])})
     params = [
         SamplingParams(
             n=cfg.n,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
+            top_k=cfg.top_k or 0,
             max_tokens=cfg.max_new_tokens,
-            seed=cfg.seed + i,
+            seed=seeds[i],
             stop=list(cfg.stop) or None,
             logprobs=0,  # the sampled token's log-prob only
             skip_special_tokens=True,

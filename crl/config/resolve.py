@@ -1,0 +1,227 @@
+"""Resolving the configuration: defaults < the model's preset < a TOML file < command-line settings.
+
+Each layer is a nested table (``{"train": {"lr": 3e-4}}``); unknown keys and values of the wrong type or out of
+range are one-line errors naming the key and where it came from, so a typo never silently does nothing. The
+result is a typed ``RunConfig`` and, for every setting, where its value came from (``--print-config`` shows it;
+a run folder's config.toml keeps the resolved values so ``--resume`` needs nothing else).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from crl.config.settings import SECTIONS, RunConfig, check_config, check_value
+from crl.errors import CrlError
+
+PRESETS = Path(__file__).resolve().parent / "presets"
+SHIPPED_MODELS = ("tiny-arith",)
+MERGED_TABLES = ("options",)  # a later layer adds to these tables instead of replacing them
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A checked configuration and, for each setting ("train.lr"), where its value came from."""
+
+    config: RunConfig
+    origins: dict[str, str]
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _field(section: str | None, key: str) -> tuple[type, dataclasses.Field] | None:
+    cls = SECTIONS[section] if section else RunConfig
+    match = [f for f in dataclasses.fields(cls) if f.name == key]
+    return (cls, match[0]) if match else None
+
+
+def known_keys(section: str | None = None) -> list[str]:
+    cls = SECTIONS[section] if section else RunConfig
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def coerce(where: str, hint: Any, value: Any) -> Any:
+    """``value`` (from TOML, a flag, or a string from ``--set``) as the type ``hint`` asks for."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "auto")):
+            return None
+        return coerce(where, next(a for a in args if a is not type(None)), value)
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, str):
+            value = _literal(where, value) if value.strip().startswith("[") else [value] if value else []
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise CrlError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise CrlError(f"{where}: expected a table of NAME = VALUE, got {value!r}")
+        inner = args[1]
+        return {str(k): v if inner is Any else coerce(f"{where}.{k}", inner, v) for k, v in value.items()}
+    if hint is str:
+        if not isinstance(value, str):
+            raise CrlError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(value, str):
+        value = _literal(where, value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise CrlError(f"{where}: expected {'an' if hint is int else 'a'} {hint.__name__}, got {value!r}")
+    return value
+
+
+def _literal(where: str, text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        if text.strip().lower() in ("nan", "+nan", "-nan", "inf", "+inf", "-inf"):
+            return float(text)
+        raise CrlError(f"{where}: cannot read {text!r}") from None
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-4", "rounds=3", "train.options.tau=5"]`` as a nested table of strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CrlError(f"--set {item}: expected section.key=value")
+        *path, last = key.strip().split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CrlError(f"--set {item}: {part} is not a section")
+        node[last] = value.strip()
+    return out
+
+
+def load_toml(path: Path, what: str = "--config") -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CrlError(f"{what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise CrlError(f"{what} {path}: is a folder, not a TOML file") from None
+    except UnicodeDecodeError:
+        raise CrlError(f"{what} {path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CrlError(f"{what} {path}: not valid TOML ({e})") from None
+
+
+def _apply(values: dict[str, dict[str, Any]], origins: dict[str, str], layer: dict[str, Any], origin: str) -> None:
+    """Check ``layer``'s keys and types and lay its values over ``values`` (per section; "" is the top level)."""
+    for key, value in layer.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise CrlError(f"{origin}: [{key}] must be a table of settings")
+            for sub, v in value.items():
+                _set(values, origins, key, sub, v, origin)
+        else:
+            _set(values, origins, "", key, value, origin)
+
+
+def _set(values: dict, origins: dict, section: str, key: str, value: Any, origin: str) -> None:
+    name = f"{section}.{key}" if section else key
+    found = _field(section or None, key)
+    if found is None:
+        known = ", ".join(known_keys(section or None))
+        raise CrlError(f"{origin}: unknown setting {name!r}; known: {known}")
+    cls, f = found
+    value = coerce(f"{origin}: {name}", _hints(cls)[key], value)
+    if key in MERGED_TABLES and isinstance(value, dict):
+        value = {**values[section].get(key, {}), **value}
+    check_value(f"{origin}: {name}", f, value)
+    values[section][key] = value
+    origins[name] = origin
+
+
+def _model_of(layers: list[tuple[dict[str, Any], str]]) -> str:
+    model = RunConfig.__dataclass_fields__["model"].default
+    for layer, _ in layers:
+        model = layer.get("model", model)
+    return str(model)
+
+
+def preset_for(model: str) -> Path | None:
+    """The preset file of a shipped model, found by name or by its folder."""
+    from crl.default import SHIPPED_DIR
+
+    for name in SHIPPED_MODELS:
+        if model == name or (Path(model).exists() and Path(model).resolve() == (SHIPPED_DIR / name).resolve()):
+            return PRESETS / f"{name}.toml"
+    return None
+
+
+def resolve(layers: list[tuple[dict[str, Any], str]]) -> Resolved:
+    """The defaults, then the preset of the model the layers choose, then each (table, origin) layer in order."""
+    values: dict[str, dict[str, Any]] = {"": {}, **{s: {} for s in SECTIONS}}
+    origins: dict[str, str] = {}
+    preset = preset_for(_model_of(layers))
+    if preset is not None and not any(origin.startswith("run ") for _, origin in layers):
+        _apply(values, origins, load_toml(preset, "preset"), f"preset {preset.stem}")
+    for layer, origin in layers:
+        _apply(values, origins, layer, origin)
+    sections = {s: cls(**values[s]) for s, cls in SECTIONS.items()}
+    config = RunConfig(**values[""], **sections)
+    check_config(config)
+    return Resolved(config, origins)
+
+
+def as_table(config: RunConfig) -> dict[str, Any]:
+    """The configuration as a nested table (None values, "decide for me", left out; tuples as lists)."""
+
+    def clean(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {f.name: clean(getattr(obj, f.name)) for f in dataclasses.fields(obj) if getattr(obj, f.name) is not None}
+        return list(obj) if isinstance(obj, tuple) else obj
+
+    return clean(config)
+
+
+def _inline(value: Any) -> str:
+    """A TOML value on one line (tables inline, so each setting stays one line with its origin beside it)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_inline(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def dumps(resolved: Resolved, with_origins: bool = False) -> str:
+    """TOML text of the configuration, one line per setting; with ``with_origins`` each line says where its
+    value came from, and each "decide for me" (None) setting is listed as a comment."""
+    lines: list[str] = []
+
+    def block(obj: Any, section: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                continue
+            name = f"{section}.{f.name}" if section else f.name
+            if value is None:
+                if with_origins:
+                    line = f"# {f.name} = None"
+                    lines.append(f"{line:<56} # {resolved.origins.get(name, 'default')}: decided at run time")
+                continue
+            line = f"{f.name} = {_inline(value)}"
+            lines.append(f"{line:<56} # {resolved.origins.get(name, 'default')}" if with_origins else line)
+
+    block(resolved.config, "")
+    for section in SECTIONS:
+        lines.append(f"\n[{section}]")
+        block(getattr(resolved.config, section), section)
+    return "\n".join(lines) + "\n"
