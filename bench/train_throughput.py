@@ -5,9 +5,10 @@ Models: randomly initialised transformers Qwen2 models with the shapes of Qwen2.
 each sequence: equal lengths of 1k tokens (16 x 1024), of 4k (4 x 4096), and ragged (32 sequences,
 uniform 256..4096). For each model and rollout set, one optimiser step is timed (after one warm-up step) for:
 
-- ``crl``: crl's own path, ``crl.engine.trainer.optimizer_step`` (groups packed into rows of
-  ``token_budget`` tokens with restarting position ids, log-probs of the taken tokens only, output layer
-  in 2,048-row chunks), with the DAPO objective, once per attention kernel (sdpa, flex_attention);
+- ``crl``: crl's own path, ``crl.engine.steps.optimizer_step`` (whole groups in micro-batches of
+  ``token_budget`` tokens: right-padded rows under sdpa, packed rows with restarting position ids under
+  flex_attention; log-probs of the taken tokens only, output layer in 2,048-row chunks), with the DAPO
+  objective, once per attention kernel (sdpa, flex_attention);
 - ``usual``: padded micro-batches of ``budget // longest`` sequences, ``model(...).logits`` over the
   whole vocabulary, float32 ``log_softmax`` then ``gather``, the same clipped surrogate;
 - ``trl``: where ``trl`` imports, TRL's own log-prob helper (``selective_log_softmax``) on logits kept for
@@ -43,15 +44,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from crl.config import Train  # noqa: E402
 from crl.engine.logprobs import TokenSeq, padded  # noqa: E402
-from crl.engine.trainer import (  # noqa: E402
-    Rollouts,
-    TrainConfig,
-    autocast,
-    enable_checkpointing,
-    memory_defaults,
-    optimizer_step,
-)
+from crl.engine.policy import Runtime, autocast, enable_checkpointing, memory_defaults  # noqa: E402
+from crl.engine.steps import Rollouts, optimizer_step, plan  # noqa: E402
+from crl.objectives import get_objective  # noqa: E402
 
 VOCAB = 151_936
 SHAPES = {  # Qwen2.5 configurations (config.json of the released models)
@@ -105,8 +102,8 @@ def rollouts(workload: tuple[int, int, int], vocab: int, device: str) -> Rollout
     k = min(GROUP, n)
     groups = [list(range(i, min(i + k, n))) for i in range(0, n, k)]
     reward = torch.tensor([float(i % 2 == 0) for i in range(n)], device=device)
-    old = [torch.full((len(s.completion_ids),), -11.0, device=device) for s in seqs]
-    return Rollouts(seqs, reward, groups, old, None, 1.0, max(len(s.completion_ids) for s in seqs))
+    behaviour = [torch.full((len(s.completion_ids),), -11.0, device=device) for s in seqs]
+    return Rollouts(seqs, reward, reward > 0, groups, behaviour, 1.0, max(len(s.completion_ids) for s in seqs))
 
 
 def advantages(data: Rollouts) -> torch.Tensor:
@@ -129,13 +126,12 @@ def usual_step(model, optimizer, data: Rollouts, setup: Setup, trl: bool = False
     per_batch = max(1, setup.budget // max(len(s) for s in data.seqs))
     optimizer.zero_grad(set_to_none=True)
     total_tokens = sum(len(s.completion_ids) for s in data.seqs)
-    cfg = TrainConfig(model="bench", device=setup.device, precision=setup.precision)
     for lo in range(0, len(data.seqs), per_batch):
         rows = list(range(lo, min(lo + per_batch, len(data.seqs))))
         seqs = [data.seqs[i] for i in rows]
-        with autocast(cfg):
+        with autocast(runtime(setup, "sdpa")):
             logp, mask = (trl_logprobs if trl else full_vocab_logprobs)(model, seqs, setup.device)
-        old = padded([data.old_logp[i] for i in rows])[0]
+        old = padded([data.behaviour[i] for i in rows])[0]
         loss = surrogate(logp, old, mask, adv[rows])
         (loss * mask.sum() / total_tokens).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -165,9 +161,15 @@ def trl_logprobs(model, seqs, device):
     return selective_log_softmax(logits, completion.long()), completion_mask
 
 
-def crl_step(model, optimizer, data: Rollouts, setup: Setup) -> None:
-    cfg = TrainConfig(model="bench", objective="dapo", token_budget=setup.budget, device=setup.device, precision=setup.precision)
-    optimizer_step(model, optimizer, data, data.groups, cfg, {"max_new_tokens": data.max_new_tokens})
+def runtime(setup: Setup, attn: str) -> Runtime:
+    return Runtime(setup.device, setup.precision, setup.budget, gradient_checkpointing=False, packed=attn == "flex_attention")
+
+
+def crl_step(model, optimizer, data: Rollouts, setup: Setup, attn: str) -> None:
+    """One optimiser step over all the groups, as crl's trainer takes it (one epoch, one minibatch)."""
+    rt = runtime(setup, attn)
+    (step,) = plan(data, Train(objective="dapo"), rt, torch.Generator().manual_seed(0))
+    optimizer_step(model, optimizer, data, step, rt, get_objective("dapo"), {"max_new_tokens": data.max_new_tokens}, 1.0, None)
 
 
 def measure(step, setup: Setup) -> tuple[float, float | None]:
@@ -234,7 +236,7 @@ def main() -> None:
                 data = rollouts(workloads[wname], vocab, args.device)
                 tokens = sum(len(s) for s in data.seqs)
                 step = {
-                    "crl": lambda: crl_step(model, optimizer, data, setup),
+                    "crl": lambda: crl_step(model, optimizer, data, setup, attn),
                     "usual": lambda: usual_step(model, optimizer, data, setup),
                     "trl": lambda: usual_step(model, optimizer, data, setup, trl=True),
                 }[method]
