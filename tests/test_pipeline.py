@@ -102,6 +102,37 @@ def test_verify_labels_known_completions(tmp_path, stages):
     assert stats["status_no_answer"] == 1
 
 
+def test_weighted_verifiers_sum_and_keep_each_reward(tmp_path, stages, cli):
+    """math (weight 1) plus a format reward (weight 0.2): the reward is the weighted sum, a positive gets more
+    than half of the best 1.2, and each verifier's own reward is kept."""
+    df, meta = read_rollouts(stages / "rollouts.parquet")
+    known = df.head(4).with_columns(
+        completion=pl.Series(["so \\boxed{12}", "it is \\boxed{13}", "it is 12", "no idea"]),
+        answer=pl.Series(["12", "12", "12", "12"]),
+    )
+    write_parquet(known, tmp_path / "r.parquet", meta.to_dict())
+    code, out, err = cli("verify", tmp_path / "r.parquet", "--out", tmp_path / "v", "--workers", "1",
+                         "--verifier", "math", "--verifier", "box_reward:has_box=0.2")
+    assert code == 0, err
+    rows, _, meta = read_verified(tmp_path / "v")
+    by_text = {r["completion"]: (r["reward"], r["reward/math"], r["reward/box_reward:has_box"], r["positive"]) for r in rows.to_dicts()}
+    assert by_text["so \\boxed{12}"] == pytest.approx((1.2, 1.0, 1.0, True))
+    assert by_text["it is \\boxed{13}"] == pytest.approx((0.2, 0.0, 1.0, False))  # format alone is not a positive
+    assert by_text["it is 12"] == pytest.approx((1.0, 1.0, 0.0, True))
+    assert meta.extra["verifier"] == {"math": 1.0, "box_reward:has_box": 0.2}
+    assert meta.extra["summary"]["reward/box_reward:has_box"] == pytest.approx(0.5) and "reward/math" in out
+
+
+def test_catalogue_names_the_verifier_of_a_known_set():
+    """crl eval gsm8k_test was graded by math; a catalogue entry now names its verifier, used unless the run names one."""
+    from crl.config import Verify
+    from crl.stages.eval import task_verifier
+
+    assert task_verifier("gsm8k_test", Verify(), named=False).verifier == {"gsm8k": 1.0}
+    assert task_verifier("math500", Verify(), named=False).verifier == {"math": 1.0}
+    assert task_verifier("gsm8k_test", Verify(verifier={"exact": 1.0}), named=True).verifier == {"exact": 1.0}
+
+
 def _assert_user_error(result, *words):
     code, _, err = result
     assert code == 2

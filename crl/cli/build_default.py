@@ -8,20 +8,22 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
-from crl.cli.options import Overwrite
+from crl.cli.options import Given, Overwrite, settings_command
 from crl.progress import console
 
 
-@app.command("build-default")
+@settings_command(app, "build-default", ["seed"])
 def build_default_cmd(
-    out: Annotated[Optional[Path], typer.Option(help="Folder to write into (default: the package's crl/default/shipped/).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the task split, the initial weights and the warm start.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write into (default: the package's crl/default/shipped/).")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Warm-start steps (default: the shipped recipe's).")] = None,
     overwrite: Overwrite = False,
+    *,
+    given: Given,
 ) -> None:
-    """Generate the arithmetic train/test sets, the tokenizer, and warm-start the tiny model (a few minutes on a CPU)."""
+    """Generate the arithmetic train/test sets, the tokenizer, and warm-start the tiny model (a few minutes on a CPU);
+    --seed seeds the task split, the initial weights and the warm start."""
     from crl.default import SHIPPED_DIR
     from crl.default.warmstart import build_default
 
-    build_default(out or SHIPPED_DIR, seed=seed, steps=steps, overwrite=overwrite)
+    build_default(out or SHIPPED_DIR, seed=given.resolve().config.seed, steps=steps, overwrite=overwrite)
     console.print(f"wrote the default model and data to {out or SHIPPED_DIR}")

@@ -1,0 +1,126 @@
+"""The trainer: LoRA against full fine-tuning, truncated importance sampling, behaviour log-probs with the
+training packing, the frozen reference of a staged run, ConSPO's curriculum across staged rounds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import polars as pl
+import pytest
+import torch
+
+from conftest import crl_main
+from crl.config import parse_set, resolve
+from crl.data.schemas import read_verified
+from crl.engine.policy import Runtime
+from crl.engine.steps import before_update, micro_batch, plan, rollouts_from
+from crl.engine.trainer import Trainer
+from crl.errors import CrlError
+from test_distributed import make_model, make_verified
+
+TRAIN = ("--device", "cpu", "--lr", "1e-3", "--token-budget", "256")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trainer")
+    model = make_model(tmp / "model")
+    (tmp / "verified").mkdir()
+    return tmp, model, make_verified(tmp / "verified", model, groups=4)
+
+
+def run_config(*items: str):
+    return resolve([(parse_set(["train.device=cpu", *items]), "--set")]).config
+
+
+def test_lora_gradient_is_full_fine_tuning_gradient_through_the_adapters(setup):
+    """dL/dB = s G A^T and dL/dA = s B^T G, with G the full fine-tuning gradient at W = W0 + s B A."""
+    peft = pytest.importorskip("peft")
+    _, model, _ = setup
+    from transformers import AutoModelForCausalLM
+
+    from crl.engine.logprobs import TokenSeq, completion_logprobs
+
+    torch.manual_seed(0)
+    seqs = [TokenSeq([5, 6, 7], [8, 9, 10, 11]), TokenSeq([12, 13], [14, 15])]
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float64)
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False))
+    sum(lp.sum() for lp in completion_logprobs(lora, seqs)).backward()
+    full = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float64)
+    adapted = [(layer.self_attn.q_proj, plain.self_attn.q_proj) for layer, plain in zip(lora.base_model.model.model.layers, full.model.layers)]
+    with torch.no_grad():
+        for lora_q, q in adapted:
+            q.weight += lora_q.scaling["default"] * lora_q.lora_B["default"].weight @ lora_q.lora_A["default"].weight
+    sum(lp.sum() for lp in completion_logprobs(full, seqs)).backward()
+    for lora_q, q in adapted:
+        A, B, scale, G = lora_q.lora_A["default"].weight, lora_q.lora_B["default"].weight, lora_q.scaling["default"], q.weight.grad
+        torch.testing.assert_close(B.grad, scale * G @ A.T, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(A.grad, scale * B.T @ G, rtol=1e-9, atol=1e-12)
+
+
+def test_lora_round_saves_adapters_only_and_continues(setup, cli):
+    pytest.importorskip("peft")
+    tmp, model, verified = setup
+    lora = ("--lora-rank", "4", "--lora-target", "q_proj", "--lora-target", "v_proj")
+    assert crl_main("train", verified, "--model", model, "--out", tmp / "lora1", *lora, *TRAIN) == 0
+    files = {p.name for p in (tmp / "lora1").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "optimizer.pt"} <= files and "model.safetensors" not in files
+    state = torch.load(tmp / "lora1" / "optimizer.pt", weights_only=True)["state"]
+    assert state and all("lora_" in name for name in state)  # AdamW state of the adapters only
+    assert crl_main("train", verified, "--model", tmp / "lora1", "--out", tmp / "lora2", *TRAIN) == 0
+    assert json.loads((tmp / "lora2" / "trainer_state.json").read_text())["round"] == 2
+
+
+def test_truncated_importance_weights_are_capped_ratios_of_trainer_to_sampler(setup):
+    _, model, verified = setup
+    rows, _, meta = read_verified(verified)  # the sampler's log-probs there are all -4
+    run = run_config("train.objective=grpo", "train.tis_cap=2.0")
+    trainer = Trainer(str(model), run)
+    data = rollouts_from(rows, meta, "cpu")
+    rt = Runtime("cpu", "fp32", 256, False, False)
+    step = plan(data, run.train, rt, torch.Generator().manual_seed(0))[0]
+    b = micro_batch(trainer.model, data, step, 0, rt, tis_cap=2.0)
+    expected = torch.exp(b.old_logp - b.behaviour_logp).clamp(max=2.0) * b.mask
+    torch.testing.assert_close(b.is_weight, expected)
+    assert (b.is_weight[b.mask > 0] <= 2.0 + 1e-6).all() and (b.is_weight[b.mask > 0] < 2.0).any()
+    with pytest.raises(CrlError, match="tis_cap"):
+        Trainer(str(model), run_config("train.objective=conspo", "train.tis_cap=2.0"))
+
+
+def test_behaviour_logprobs_use_the_packing_of_the_training_pass(setup):
+    """In bf16 the old log-probs were computed with another packing than the training forward, so the first
+    update's ratios were not 1; now each step's old log-probs come from exactly its own micro-batches."""
+    _, model, verified = setup
+    rows, _, meta = read_verified(verified)
+    run = run_config("train.precision=bf16-mixed", "train.minibatches=2", "train.token_budget=64")
+    trainer = Trainer(str(model), run)
+    data = rollouts_from(rows, meta, "cpu")
+    steps = plan(data, run.train, trainer.rt, torch.Generator().manual_seed(0))
+    before_update(trainer.model, data, steps, run.train, trainer.rt, None)
+    for b in range(len(steps[1].bins)):  # the second step, before any update: ratio exactly 1
+        batch = micro_batch(trainer.model, data, steps[1], b, trainer.rt, None)
+        assert torch.equal(batch.logp.detach() * batch.mask, batch.old_logp * batch.mask)
+
+
+def test_staged_online_dpo_keeps_the_run_start_as_reference(setup):
+    """Round 2 of a staged run trains against the base model recorded in round 1's checkpoint: its first loss
+    is no longer exactly log 2 (the reference used to be the behaviour policy itself)."""
+    tmp, model, verified = setup
+    args = ("--objective", "online-dpo", "--option", "beta=1.0", *TRAIN)
+    assert crl_main("train", verified, "--model", model, "--out", tmp / "dpo1", *args) == 0
+    assert crl_main("train", verified, "--model", tmp / "dpo1", "--out", tmp / "dpo2", *args) == 0
+    first = pl.read_parquet(tmp / "dpo1" / "train_log.parquet")["loss"][0]
+    second = pl.read_parquet(tmp / "dpo2" / "train_log.parquet")["loss"][0]
+    assert first == pytest.approx(math.log(2), abs=1e-6)  # round 1: the policy is the reference
+    assert abs(second - math.log(2)) > 1e-3
+    assert json.loads((tmp / "dpo2" / "trainer_state.json").read_text())["base"] == str(model)
+
+
+def test_staged_conspo_margin_follows_the_planned_rounds(setup):
+    """crl train used to run ConSPO's curriculum at progress 0 (margin 0) in every round of a staged run."""
+    tmp, model, verified = setup
+    assert crl_main("train", verified, "--model", model, "--out", tmp / "c1", "--rounds", "2", *TRAIN) == 0
+    assert crl_main("train", verified, "--model", tmp / "c1", "--out", tmp / "c2", "--rounds", "2", *TRAIN) == 0
+    assert pl.read_parquet(tmp / "c1" / "train_log.parquet")["margin"][0] == 0.0  # progress 0/2
+    assert pl.read_parquet(tmp / "c2" / "train_log.parquet")["margin"][0] == pytest.approx(0.01)  # 1/2 > alpha
