@@ -1,4 +1,4 @@
-"""Objectives against naive float64 references written from OBJECTIVES.md with explicit loops over groups,
+"""Objectives against naive float64 references written from docs/objectives.md with explicit loops over groups,
 plus the invariances (permutation, padding, micro-batch split), ConSPO's gradient identities, the
 zero-gradient cases and small examples worked out by hand."""
 
@@ -419,7 +419,7 @@ def test_equal_rewards_give_no_gradient(name, opts, ctx):
     assert loss.item() == 0 and (torch.autograd.grad(loss, only_flat.logp)[0] == 0).all()
 
 
-# ---- ConSPO's gradient identities (OBJECTIVES.md) ------------------------------------------------
+# ---- ConSPO's gradient identities (docs/objectives.md) ------------------------------------------------
 
 
 def test_conspo_gradient_identities_at_margin_0():

@@ -84,6 +84,9 @@ def test_truncated_importance_weights_are_capped_ratios_of_trainer_to_sampler(se
     expected = torch.exp(b.old_logp - b.behaviour_logp).clamp(max=2.0) * b.mask
     torch.testing.assert_close(b.is_weight, expected)
     assert (b.is_weight[b.mask > 0] <= 2.0 + 1e-6).all() and (b.is_weight[b.mask > 0] < 2.0).any()
+    log = trainer.train_round(rows, meta)
+    assert (0 < log["tis_capped"]).all() and (log["tis_capped"] < 1).all()  # some tokens at the cap, not all
+    assert (0 < log["tis_weight"]).all() and (log["tis_weight"] <= 2.0).all()
     with pytest.raises(CrlError, match="tis_cap"):
         Trainer(str(model), run_config("train.objective=conspo", "train.tis_cap=2.0"))
 

@@ -30,7 +30,7 @@ from crl.engine.policy import Runtime, autocast
 from crl.errors import CrlError
 from crl.objectives import Batch
 
-SUMMED_STATS = ("units", "groups_dropped", "groups_flat", "mismatch_sum", "mismatch_tokens")
+SUMMED_STATS = ("units", "groups_dropped", "groups_flat", "mismatch_sum", "mismatch_tokens", "tis_sum", "tis_capped_sum")
 Reference = Callable[[], ContextManager[torch.nn.Module]]
 
 
@@ -192,6 +192,9 @@ def optimizer_step(
         (loss * units).backward()  # units 0: a zero gradient, still a backward pass for the collectives
         mismatch = ((batch.old_logp - batch.behaviour_logp).abs() * batch.mask).sum()
         stats = {"loss": loss.item(), **stats, "mismatch_sum": float(mismatch), "mismatch_tokens": float(batch.mask.sum())}
+        if batch.is_weight is not None:
+            capped = (batch.is_weight >= tis_cap * (1 - 1e-6)) & (batch.mask > 0)
+            stats.update(tis_sum=float(batch.is_weight.sum()), tis_capped_sum=float(capped.sum()))
         for key, value in stats.items():
             totals[key] = totals.get(key, 0.0) + value * (1.0 if key in SUMMED_STATS else units)
     totals = distributed.all_reduce_sum(totals)
@@ -205,8 +208,10 @@ def optimizer_step(
         raise CrlError(f"the gradient is not finite (norm {float(grad_norm)}): check the learning rate and the objective's options")
     if units > 0:
         optimizer.step()
-    mismatch = totals.pop("mismatch_sum", 0.0) / max(totals.pop("mismatch_tokens", 0.0), 1.0)
+    completion_tokens = max(totals.pop("mismatch_tokens", 0.0), 1.0)
+    per_token = {name: totals.pop(f"{key}_sum") / completion_tokens for name, key in
+                 (("logprob_mismatch", "mismatch"), ("tis_weight", "tis"), ("tis_capped", "tis_capped")) if f"{key}_sum" in totals}
     out = {k: (v if k in SUMMED_STATS else v / units if units else math.nan) for k, v in totals.items()}
-    out.update(grad_norm=float(grad_norm), groups=len(step.groups), logprob_mismatch=mismatch,
+    out.update(per_token, grad_norm=float(grad_norm), groups=len(step.groups),
                tokens=sum(len(data.seqs[i]) for g in step.groups for i in g))
     return out
