@@ -5,8 +5,8 @@ depend on which prompts share its batch (and on sharding), and it does not retur
 tokens under the sampling distribution, which then cost a second forward pass. Here each completion (prompt
 i, sample k) draws its uniforms from its own generator seeded by the prompt's seed and k, and takes its token
 by inverse-CDF from the softmax of logits / temperature after top-k/top-p; the behaviour log-prob kept is the
-log-softmax of logits / temperature before truncation, the quantity the trainer recomputes. The KV cache
-makes each step one token per row.
+log-softmax of logits / temperature before truncation, the quantity the trainer recomputes. Each prompt is
+prefilled once and its n samples share copies of its KV cache; each step is then one token per row.
 """
 
 from __future__ import annotations
@@ -58,16 +58,19 @@ def sample_batch(
 ) -> list[list[Sample]]:
     """``cfg.n`` samples for each prompt (a list of token ids), as ``Sample`` rows grouped by prompt."""
     device = next(model.parameters()).device
-    rows = [list(p) for p in prompts for _ in range(cfg.n)]
     gens = [row_generator(s, k) for s in seeds for k in range(cfg.n)]
     u = torch.stack([torch.rand(cfg.max_new_tokens, generator=g, dtype=torch.float64) for g in gens]).to(device)
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-    B, eos = len(rows), torch.tensor(sorted(eos_ids), device=device)
+    # each prompt is prefilled once; its n samples then share a copy of its cache
+    cache.batch_repeat_interleave(cfg.n)
+    out.logits = out.logits[:, -1:].repeat_interleave(cfg.n, 0)
+    mask, positions = mask.repeat_interleave(cfg.n, 0), positions.repeat_interleave(cfg.n, 0)
+    B, eos = len(prompts) * cfg.n, torch.tensor(sorted(eos_ids), device=device)
     tokens, logps = [], []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     last = positions[:, -1]
