@@ -37,6 +37,7 @@ class Generator:
         self.backend: Backend = make_backend(run.backend, trainer.model if run.backend.name == "hf" else trainer.base, trainer.tokenizer)
         self.live = not hasattr(self.backend, "update_weights")  # samples with the trainer's module itself
         self.sync_seconds = 0.0
+        self.folder: Path | None = None  # the checkpoint a reloaded engine was started from
         if run.backend.sleep and not getattr(self.backend, "can_sleep", False):
             console.print("[yellow]backend.sleep: this engine cannot sleep (vLLM's sleep mode needs a CUDA GPU); it stays awake")
         if not self.live and trainer.rounds_done > 0:
@@ -55,18 +56,26 @@ class Generator:
         """Hand the trainer's current weights to the engine."""
         start = time.perf_counter()
         folder = _scratch()
-        try:
-            if self.run.backend.weight_sync == "inplace":
+        if self.run.backend.weight_sync == "inplace":
+            try:
                 save_file({k: v.contiguous() for k, v in self.trainer.weights().items()}, folder / "model.safetensors")
                 self.backend.update_weights(folder)
-            else:
-                self.trainer.model.save_pretrained(folder, state_dict=self.trainer.weights())
-                self.trainer.tokenizer.save_pretrained(folder)
-                self.backend.close()
-                self.backend = make_backend(self.run.backend, str(folder))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        else:  # a new engine from a full checkpoint, kept until the engine after it has started
+            self.trainer.model.save_pretrained(folder, state_dict=self.trainer.weights())
+            self.trainer.tokenizer.save_pretrained(folder)
+            self.backend.close()
+            self.backend = make_backend(self.run.backend, str(folder))
+            self._drop_folder()
+            self.folder = folder
         self.sync_seconds = time.perf_counter() - start
+
+    def _drop_folder(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
     def close(self) -> None:
         self.backend.close()
+        self._drop_folder()
