@@ -39,7 +39,8 @@ def check_model_folder(folder: Path, what: str) -> None:
     from transformers import AutoConfig
 
     if not (folder / "config.json").is_file():
-        raise CrlError(f"{what}: not a model folder (no config.json); a transformers folder, a .gguf file or a wheel holding one is expected")
+        raise CrlError(f"{what}: not a model folder (no config.json); a transformers folder, a .gguf file "
+                       "or a wheel holding one is expected")
     try:
         AutoConfig.from_pretrained(str(folder))
     except (OSError, ValueError, KeyError) as e:
