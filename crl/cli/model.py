@@ -44,7 +44,7 @@ def pull_cmd(
 
     The other known models and any owner/name repository come from the hub. `--model NAME` then finds the model.
     """
-    from crl.data.models import pull
+    from crl.data.model_pull import pull
 
     _report(pull(name_or_repo, name, overwrite))
 
@@ -61,7 +61,7 @@ def import_cmd(
 
     The tokenizer and chat template come along; `--model NAME` then finds the model. GGUF needs `pip install 'crl\\[gguf]'`.
     """
-    from crl.data.model_files import import_path
+    from crl.data.model_import import import_path
 
     _report(import_path(path, name, overwrite))
 

