@@ -160,7 +160,7 @@ def test_pull_converts_hub_rows(home, monkeypatch):
         {"ID": "1983-1", "Year": 1983, "Question": "First?", "Answer": "60"},
         {"ID": "2024-I-1", "Year": 2024, "Question": "Later?", "Answer": "204"},
     ]
-    monkeypatch.setattr(hub, "_offline_reason", lambda: None)
+    monkeypatch.setattr(hub, "offline_reason", lambda: None)
     monkeypatch.setattr(hub, "_hub_rows", lambda entry: rows if entry.name == "aime_1983_2023" else [])
     w = hub.pull("aime_1983_2023_train")  # an alias
     df = pl.read_parquet(w.path)

@@ -20,7 +20,7 @@ def eval_cmd(
     given: Given,
 ) -> None:
     """Sample n completions per problem; print avg@n, pass@n, maj@n, mean length and truncation per task."""
-    from crl.engine.checkpoint import resolve_model
+    from crl.data.models import resolve_model
     from crl.progress import console
     from crl.stages.eval import evaluate
     from crl.views.report import print_metrics

@@ -23,7 +23,7 @@ def generate_cmd(
     given: Given,
 ) -> None:
     """Sample K completions per prompt and write rollouts.parquet (token ids and behaviour log-probs kept)."""
-    from crl.engine.checkpoint import resolve_model
+    from crl.data.models import resolve_model
     from crl.progress import console
     from crl.stages.generate import generate
 

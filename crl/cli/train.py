@@ -52,7 +52,7 @@ def train_cmd(
     if verified is None:
         raise CrlError("missing argument VERIFIED (a verified/ folder)")
     from crl.config import as_table
-    from crl.engine.checkpoint import resolve_model
+    from crl.data.models import resolve_model
     from crl.progress import console
     from crl.stages.train import train
     from crl.views.report import stdout

@@ -22,7 +22,7 @@ HUB_HOST = "huggingface.co"
 CONNECT_TIMEOUT = 3.0
 
 
-def _offline_reason() -> str | None:
+def offline_reason() -> str | None:
     """Why the hub cannot be reached right now, found within a few seconds, or None when it can."""
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
@@ -90,7 +90,7 @@ def pull(name: str, out: Path | None = None, overwrite: bool = False) -> Written
         names = ", ".join(k.name for k in CATALOGUE)
         raise CrlError(f"data pull {name}: not a known set (known: {names}); for other data use `crl data import PATH`")
     target = check_output(set_path(entry.name, out), overwrite=overwrite, flag="--out")
-    reason = _offline_reason()
+    reason = offline_reason()
     if reason is not None:
         raise _offline_error(entry.name, reason)
     try:

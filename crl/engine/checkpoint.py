@@ -18,13 +18,6 @@ STATE_FILE = "trainer_state.json"
 TRAIN_LOG = "train_log.parquet"
 
 
-def resolve_model(spec: str) -> str:
-    """A model folder, a hub name, or the name of a model shipped in data/ (``tiny-arith``)."""
-    from crl.default import SHIPPED_DIR
-
-    return str(SHIPPED_DIR / spec) if not Path(spec).exists() and (SHIPPED_DIR / spec).is_dir() else spec
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 

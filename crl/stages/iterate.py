@@ -20,9 +20,10 @@ from typing import Any
 import polars as pl
 
 from crl.config import Resolved, RunConfig, as_table, dumps
+from crl.data.models import resolve_model
 from crl.data.prompts import load_prompts
 from crl.data.schemas import RolloutMeta, rollout_metadata
-from crl.engine.checkpoint import load_tokenizer, model_positions, resolve_model
+from crl.engine.checkpoint import load_tokenizer, model_positions
 from crl.engine.generator import Generator
 from crl.engine.trainer import Trainer
 from crl.errors import CrlError
