@@ -109,7 +109,8 @@ def kind_of(path: Path) -> str | None:
         except Exception:
             return None
     if path.is_dir():
-        marks = {"config.toml": "run folder", "trainer_state.json": "checkpoint", "groups.parquet": "verified/ folder"}
+        marks = {"config.toml": "run folder", "trainer_state.json": "checkpoint", "groups.parquet": "verified/ folder",
+                 "crl-model.json": "model"}
         return next((kind for name, kind in marks.items() if (path / name).is_file()), None)
     return None
 

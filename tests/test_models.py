@@ -165,7 +165,7 @@ def test_import_twice_is_refused_and_keeps_the_first(tiny_gguf, home, cli):
     assert cli("model", "import", path, "--name", "m")[0] == 0
     before = {f.name: f.read_bytes() for f in (home / "m").iterdir()}
     code, _, err = cli("model", "import", DEFAULT_MODEL, "--name", "m")
-    one_line_error(code, err, "exists", "--overwrite")
+    one_line_error(code, err, "previous crl output (model)", "--overwrite")
     assert {f.name: f.read_bytes() for f in (home / "m").iterdir()} == before
     code, _, err = cli("model", "import", DEFAULT_MODEL, "--name", "m", "--overwrite")
     assert code == 0, err
