@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crl.errors import CrlError
-from crl.objectives import OBJECTIVES, Batch, StepInfo, check_options, get_objective, needs_reference, options
+from crl.objectives import OBJECTIVES, Batch, StepInfo, check_options, get_objective, needs_reference, options, spec
 
 
 
@@ -386,6 +386,20 @@ def test_micro_batches_add_up_to_the_batch(name, opts, ctx):
     torch.testing.assert_close(total / units, loss)
     grad, grad2 = torch.autograd.grad(loss, b.logp)[0], torch.autograd.grad(total / units, b.logp)[0]
     torch.testing.assert_close(grad2, grad)
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), [c for c in CASES if spec(c[0]).drops_flat])
+def test_objectives_that_drop_flat_groups_get_nothing_from_them(name, opts, ctx):
+    """The trainer leaves flat groups out for these objectives: loss, gradient and units must not change."""
+    b = make_batch(8)
+    keep = ~torch.isin(b.group, torch.tensor([1, 3]))  # KINDS[1] all positive, KINDS[3] all negative
+    renumber = torch.unique(b.group[keep], return_inverse=True)[1]
+    mixed_only = Batch(b.logp[keep], b.old_logp[keep], b.mask[keep], b.reward[keep], renumber, b.ref_logp[keep])
+    loss, stats = run(name, b, opts, ctx)
+    loss2, stats2 = run(name, mixed_only, opts, ctx)
+    torch.testing.assert_close(loss2, loss)
+    torch.testing.assert_close(torch.autograd.grad(loss2, b.logp)[0][keep], torch.autograd.grad(loss, b.logp)[0][keep])
+    assert stats2["units"] == stats["units"] and stats["groups_dropped"] == stats2["groups_dropped"] + 2
 
 
 EVERY_GROUP_A_UNIT = ("grpo", "dr-grpo", "disco", "disco-b")  # zero advantage, or no policy term, when flat

@@ -81,6 +81,10 @@ class Trainer:
     def train_round(self, rows: pl.DataFrame, meta: RolloutMeta, on_step: Callable[[dict], None] | None = None) -> pl.DataFrame:
         """One round of updates on verified rows (with the ``positive`` column); returns its per-step log."""
         train = self.run.train
+        rows, flat = self._without_flat_groups(rows)
+        if rows.is_empty():  # nothing this objective can learn from: no update, one row saying so
+            self.rounds_done += 1
+            return pl.DataFrame([{"step": self.steps_done, "round": self.rounds_done, "groups": 0, "groups_dropped": float(flat), "units": 0.0}])
         data = rollouts_from(rows, meta, self.rt.device)
         generator = torch.Generator().manual_seed(self.run.seed * 1_000_003 + self.rounds_done + 1)
         steps = plan(data, train, self.rt, generator)
@@ -98,11 +102,22 @@ class Trainer:
                 share_old(data, self.rt.device)
             self.steps_done += 1
             row.update(step=self.steps_done, round=self.rounds_done + 1, lr=train.lr, seconds=time.perf_counter() - start)
+            if k == 0 and flat:
+                row["groups_dropped"] = row.get("groups_dropped", 0.0) + flat  # left out before planning
             log.append(row)
             if on_step is not None:
                 on_step(row)
         self.rounds_done += 1
         return pl.from_dicts(log, infer_schema_length=None)
+
+    def _without_flat_groups(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """The rows without the groups whose rollouts are all right or all wrong, when the objective gets nothing
+        from them (``drops_flat``): the same update for less compute. Also the number of groups left out."""
+        if not self.spec.drops_flat:
+            return rows, 0
+        mixed = rows.group_by("prompt_id").agg(mixed=pl.col("positive").any() & ~pl.col("positive").all())
+        keep = mixed.filter("mixed")["prompt_id"]
+        return rows.filter(pl.col("prompt_id").is_in(keep.to_list())), mixed.height - keep.len()
 
     @torch.no_grad()
     def _step_info(self, data, step, first: bool) -> StepInfo:

@@ -43,7 +43,7 @@ def grpo(b: Batch, *, clip_eps: float = 0.2, beta: float = 0.0, eps: float = 1e-
 
 
 @register(
-    "dapo", context=("max_new_tokens",), dynamic_sampling=True, tis=True,
+    "dapo", context=("max_new_tokens",), dynamic_sampling=True, drops_flat=True, tis=True,
     checks={"clip_low": FRACTION, "clip_high": POSITIVE, "overlong_cache": NON_NEGATIVE, "eps": POSITIVE},
 )
 def dapo(

@@ -33,7 +33,7 @@ from crl.objectives.ops import (
 from crl.objectives.registry import NON_NEGATIVE, POSITIVE, Batch, Stats, StepInfo, choice, register
 
 
-@register("conspo", context=("progress",), checks={"tau": POSITIVE, "margin": NON_NEGATIVE, "alpha": (lambda v: 0 < v <= 1, "in (0, 1]")})
+@register("conspo", context=("progress",), drops_flat=True, checks={"tau": POSITIVE, "margin": NON_NEGATIVE, "alpha": (lambda v: 0 < v <= 1, "in (0, 1]")})
 def conspo(
     b: Batch, *, tau: float = 10.0, inverse: bool = False, margin: float = 0.01, alpha: float = 0.3, progress: float = 0.0
 ) -> tuple[Tensor, Stats]:
@@ -53,7 +53,7 @@ def conspo(
 
 
 @register(
-    "rence", reference="kl_coef",
+    "rence", reference="kl_coef", drops_flat=True,
     checks={"form": choice("per-positive", "marginal"), "score": choice("logratio", "normalized", "plain"),
             "beta": POSITIVE, "margin": NON_NEGATIVE, "kl_coef": NON_NEGATIVE, "target_kl": NON_NEGATIVE,
             "easy_threshold": (lambda v: 0 < v <= 1, "in (0, 1]")},
@@ -165,7 +165,7 @@ def disco_b(
     return disco_loss(b, g, s, J, hardest, delta, beta, step)
 
 
-@register("copg", reference=True, checks={"beta": POSITIVE})
+@register("copg", reference=True, drops_flat=True, checks={"beta": POSITIVE})
 def copg(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
     """CoPG: with R'_k = r_k - beta (S_k - S_k_ref), loss = (1/(K-1)) sum_{i<j} (R'_i - R'_j)^2 per group,
     the reference being the run's starting model unless ``--ref``. Off-policy, no importance weight. Unit: group."""
@@ -180,7 +180,7 @@ def copg(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
     return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
 
 
-@register("online-dpo", reference=True, checks={"beta": POSITIVE})
+@register("online-dpo", reference=True, drops_flat=True, checks={"beta": POSITIVE})
 def online_dpo(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
     """Online DPO: per group, -log sigmoid(beta ((S+ - S+_ref) - (S- - S-_ref))) for one pair: the positive
     with the lowest implicit reward beta (S - S_ref) against the negative with the highest (the hardest

@@ -7,6 +7,8 @@ An objective is registered with what it needs from the trainer, declared rather 
   the behaviour policy over the whole optimiser step, its tokens and its groups);
 - ``reference``: True when it needs a frozen reference model, or the name of the option that turns one on;
 - ``dynamic_sampling``: True when it expects every group to have a right and a wrong answer (DAPO);
+- ``drops_flat``: True when a group whose rollouts are all right or all wrong adds nothing to its loss, its
+  gradient or its units, so the trainer can leave such groups out without changing the update;
 - ``tis``: True when it applies the truncated importance weights of ``train.tis_cap`` (clipped objectives);
 - ``checks``: the valid range of each option (every float option must also be finite).
 """
@@ -71,6 +73,7 @@ class Spec:
     context: tuple[str, ...] = ()
     reference: bool | str = False
     dynamic_sampling: bool = False
+    drops_flat: bool = False
     tis: bool = False
     checks: dict[str, Check] = field(default_factory=dict)
 
