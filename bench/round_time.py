@@ -30,6 +30,8 @@ from pathlib import Path
 
 import polars as pl
 
+from crl.views.report import eval_columns
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("generate", "verify", "train")
 
@@ -39,8 +41,8 @@ def split(metrics: pl.DataFrame) -> dict[str, float]:
     rounds = metrics.filter(pl.col("round") > 1).sort("round")
     parts = {s: rounds[f"seconds/{s}"].fill_null(0).mean() for s in STAGES}
     total = rounds["seconds/round"].mean() if "seconds/round" in rounds.columns else sum(parts.values())
-    evals = metrics.filter(pl.col(next(c for c in metrics.columns if "/avg@" in c)).is_not_null()).sort("round")
-    avg = next(c for c in metrics.columns if "/avg@" in c)
+    avg = next(c for c in eval_columns(metrics) if "/avg@" in c)
+    evals = metrics.filter(pl.col(avg).is_not_null()).sort("round")
     first = metrics.filter(pl.col("round") == 1)
     return {
         **parts, "rest": total - sum(parts.values()), "round": total, "rest_share": 1 - sum(parts.values()) / total,

@@ -624,3 +624,10 @@ def test_conspo_inverse_temperature_concentrates_on_the_hardest_negative():
     _, divided = get_objective("conspo")(b, tau=10.0)
     _, inverse = get_objective("conspo")(b, tau=10.0, inverse=True)
     assert inverse["hardest_neg_weight"] > divided["hardest_neg_weight"] + 0.1
+
+
+def test_a_second_registration_of_a_name_is_refused():
+    from crl.objectives import register
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register("grpo")(lambda b: (b.logp.sum(), {}))

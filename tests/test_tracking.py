@@ -72,3 +72,26 @@ def test_wandb_offline(tmp_path, monkeypatch):
     tracker.close()  # twice is fine
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+class Recorder(Tracker):
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, dict]] = []
+
+    def log(self, step, metrics) -> None:
+        self.calls.append((step, dict(metrics)))
+
+
+def test_iterate_streams_each_optimiser_step_before_the_round_summary(tmp_path, monkeypatch):
+    """Trackers used to get the train log only after a round; each optimiser step now reaches them as it ends."""
+    import crl.stages.iterate as iterate_module
+    from conftest import crl_main
+
+    recorder = Recorder()
+    monkeypatch.setattr(iterate_module, "open_tracker", lambda kind, run_dir, config: recorder)
+    args = ["--rounds", "1", "--set", "prompts_per_round=4", "--set", "eval.limit=2", "--set", "generate.n=4"]
+    assert crl_main("iterate", "--out", tmp_path / "run", *args) == 0
+    kinds = ["step" if "step/loss" in m else "round" for _, m in recorder.calls]
+    assert kinds == ["round", "step", "step", "round"]  # round 0's evaluation, round 1's two steps, its summary
+    assert [s for s, m in recorder.calls if "step/loss" in m] == [1, 2]
+    assert recorder.calls[-1][1]["round"] == 1 and recorder.calls[-1][0] == 2
