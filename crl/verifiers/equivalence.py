@@ -1,12 +1,16 @@
 """Equivalence of two normalised answers: the structure of each (`structure.py`), compared node by node.
 
 Scalars compare as exact fractions when both are plain numbers, else by value (`numeric.py`: exact unless a decimal
-was written, never through floats). Percent: "50%" equals 50 and also 0.5 (the sign on one side only).
+was written, never through floats). A gold written as a decimal with at least 2 significant digits is taken as
+rounded at its last place: a more precise prediction (an exact value, or more decimals) that rounds to it matches
+(gold 33.3, prediction 100/3; gold 7.78, prediction 70/9; not gold 0.5 against 0.54). Percent: "50%" equals 50 and
+also 0.5 (the sign on one side only).
 Structure rules:
 - tuples, points, vectors "(a, b)": ordered, same length; two-element brackets are intervals when compared with a
   set, and "(1, 2]" differs from "[1, 2)"; sets of reals (relations, unions, intervals to infinity) compare as sets;
 - lists (boxes joined by "and", "2, -3", "1 or 2") and `\\{...\\}` sets: unordered, as sets (a repeated answer
-  counts once); a bare list against a tuple compares in order; a one-element list equals its element;
+  counts once); a bare list against a tuple compares in order; a list whose items are all equal ("3/4, or as a
+  decimal, 0.75") equals that one item, so "3 or 4" never equals 3;
 - a list of two integers written "a,b" with no space also reads as the decimal "a.b" against a single number
   (decimal comma: "1000,99" equals 1000.99, "32, 349" does not equal 32349);
 - labelled tuples ("x = 5, y = 2") compare by label against each other, in order against plain tuples;
@@ -27,12 +31,13 @@ import sympy as sp
 
 from crl.verifiers.latex import Refused
 from crl.verifiers.normalize import text_key
-from crl.verifiers.numeric import RTOL, scalars_equal
+from crl.verifiers.numeric import RTOL, scalars_equal, value_at
 from crl.verifiers.relations import as_set, relations_equal, sets_equal
 from crl.verifiers.structure import Node, parse_node
 
 _RTOL = Fraction(int(RTOL.p), int(RTOL.q))
 _DECIMAL_COMMA = re.compile(r"^(-?\d+),(\d+)$")
+_PLAIN_DECIMAL = re.compile(r"^-?(\d*)\.(\d+)$")
 SCALAR = ("num", "expr")
 
 
@@ -51,12 +56,31 @@ def _as_expr(n: Node) -> sp.Expr:
     return sp.Rational(n.value.numerator, n.value.denominator) if n.kind == "num" else n.value
 
 
+def _written_decimals(n: Node) -> int | None:
+    """Decimal places of a number written as a plain decimal with at least 2 significant digits, else None."""
+    m = _PLAIN_DECIMAL.match(n.text.strip()) if n.kind == "num" and n.approx else None
+    if m is None or len((m.group(1) + m.group(2)).lstrip("0")) < 2:
+        return None
+    return len(m.group(2))
+
+
+def _rounds_to_gold(p: Node, g: Node) -> bool:
+    """A gold written as a rounded decimal (k places) matches a more precise prediction that rounds to it."""
+    k = _written_decimals(g)
+    if k is None or p.pct or g.pct or (p.approx and (_written_decimals(p) or 0) <= k):
+        return False
+    value = _as_expr(p) if p.kind == "num" else value_at(p.value, 0)
+    if value is None or not value.is_real or getattr(p.value, "free_symbols", None):
+        return False
+    return bool(abs(value - _as_expr(g)) <= sp.Rational(1, 2 * 10**k))
+
+
 def _scalars_equal(p: Node, g: Node) -> bool:
     approx = p.approx or g.approx
     if p.kind == "num" and g.kind == "num":
-        return numbers_equal(p.value, g.value, approx, p.pct, g.pct)
+        return numbers_equal(p.value, g.value, approx, p.pct, g.pct) or _rounds_to_gold(p, g)
     e1, e2 = _as_expr(p), _as_expr(g)
-    if scalars_equal(e1, e2, approx):
+    if scalars_equal(e1, e2, approx) or _rounds_to_gold(p, g):
         return True
     if p.pct != g.pct:
         return scalars_equal(e1 / 100, e2, approx) if p.pct else scalars_equal(e1, e2 / 100, approx)
@@ -119,16 +143,24 @@ def _seqs_equal(p: Node, g: Node) -> bool:
     return _ordered(p.value, g.value)
 
 
+def _single(n: Node) -> Node | None:
+    """The one distinct item of a list or set ("3/4, 0.75" restates one value), or None."""
+    if n.kind not in ("set", "list") or not n.value or len(n.value) > 8:
+        return None
+    first = n.value[0]
+    return first if all(nodes_equal(x, first) for x in n.value[1:]) else None
+
+
 def _unwrap(p: Node, g: Node) -> tuple[Node, Node] | None:
     """Rewrite a pair that compares through one side's inner node (assignment value, single item), or None."""
     if _assignment(p) and g.kind != "eq":
         return p.value[1], g
     if _assignment(g) and p.kind != "eq":
         return p, g.value[1]
-    if p.kind in ("set", "list") and len(p.value) == 1 and g.kind not in ("set", "list"):
-        return p.value[0], g
-    if g.kind in ("set", "list") and len(g.value) == 1 and p.kind not in ("set", "list"):
-        return p, g.value[0]
+    if g.kind not in ("set", "list") and _single(p) is not None:
+        return _single(p), g
+    if p.kind not in ("set", "list") and _single(g) is not None:
+        return p, _single(g)
     if g.kind in SCALAR and _decimal_comma(p) is not None:
         return _decimal_comma(p), g
     if p.kind in SCALAR and _decimal_comma(g) is not None:

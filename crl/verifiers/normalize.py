@@ -3,7 +3,8 @@
 Removes presentation only: math delimiters, `\\left`/`\\right` and sizing, `\\dfrac`/`\\tfrac` (to `\\frac`),
 `\\frac12` (to `\\frac{1}{2}`), `\\text{}`/`\\mathrm{}`/`\\mathcal{}`... wrappers, units after a number, degrees
 (`^\\circ`), currency signs, thousands separators (`1,000`, `11,\\!111`, `14{,}916`, `1 000`), spacing commands,
-trailing punctuation. A percent sign (or the words "percent", "pct") becomes a final "%" so that the comparison
+trailing punctuation, number words ("twelve", "forty-two" as a whole answer), "infinity", and a "j" imaginary unit
+("3+2j"). A percent sign (or the words "percent", "pct") becomes a final "%" so that the comparison
 can apply its percent policy; a plain-text mixed number "3 1/2" becomes 7/2; leading zeros are left to the number
 parser ("025" reads as 25). A "0," prefix is never a thousands group ("0,111" stays, for the decimal-comma rule in
 `equivalence.py`). Results are cached: gold answers repeat K times per prompt.
@@ -42,6 +43,10 @@ _FRAC_HALF2 = re.compile(r"\\(?:[dtc]?frac)\s*(\{[^{}]*\})\s*(\d|[a-zA-Z])")
 _SCI_X = re.compile(r"(\d)\s*[xX]\s*10\s*\^")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\d+|[a-zA-Z])")
 _THOUSANDS = re.compile(r"^[-+]?[1-9]\d{0,2}(?:(?:,|\{,\}| )\d{3})+(?:\.\d+)?$")
+_INFINITY_WORD = re.compile(r"(?<![a-zA-Z\\])infinity(?![a-zA-Z])")
+_J_COMPLEX = re.compile(r"^[-+]?(?:\d+(?:\.\d+)? ?[-+] ?)?\d*(?:\.\d+)? ?\*? ?j$")
+_GLUED_THOUSANDS = re.compile(r",\\!\s*")
+_SPACED_BRACE_COMMA = re.compile(r"(\d) ?\{,\} ?(\d)")
 _MIXED = re.compile(r"^(-?)(\d+)\s+(\d+)/(\d+)$")
 _PERCENT_WORD = re.compile(r"(?<=[\d}])\s*(?:percent(?:age)?|pct)\.?$", re.IGNORECASE)
 _GLUED_UNIT = re.compile(r"^([-+]?\d[\d.,]*)\s*([a-zA-Z]{1,12})(?:\^\{?[23]\}?)?$")
@@ -60,6 +65,12 @@ UNITS = frozenset((
     "a.m. p.m. C F K N J W V Hz kHz MHz eV keV MeV Pa atm mol nm um pc kpc Mpc AU ly erg ergs yr Myr Gyr sqft"
 ).split())
 _ONE_LETTER = frozenset("msglCFKNJWV")
+_SMALL = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+          "seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+NUMBER_WORDS = {w: i for i, w in enumerate(_SMALL)} | {t: 20 + 10 * i for i, t in enumerate(_TENS)} | {
+    f"{t}{sep}{u}": 20 + 10 * i + j for i, t in enumerate(_TENS) for j, u in enumerate(_SMALL[1:10], 1)
+    for sep in ("-", " ")} | {"hundred": 100, "one hundred": 100, "a hundred": 100}
 
 
 def _repeating(m: re.Match[str]) -> str:
@@ -142,7 +153,9 @@ def normalize(answer: str) -> str:
         if k in s:
             s = s.replace(k, v)
     s = strip_delimiters(s)
+    s = _GLUED_THOUSANDS.sub(",", s).replace("{, }", "{,}")  # "11,\\! 111" and "14 {, }916" are one number
     s = s.replace("\\$", " ").replace("$", " ").replace("\\!", "")
+    s = _SPACED_BRACE_COMMA.sub(r"\1{,}\2", s)
     s = _DROP.sub(" ", s)
     s = _unwrap_commands(s)
     s = _SPACES.sub(" ", s)
@@ -175,6 +188,11 @@ def normalize(answer: str) -> str:
         s = m.group(1)
     if _THOUSANDS.match(s):
         s = s.replace("{,}", "").replace(",", "").replace(" ", "")
+    if s.lower() in NUMBER_WORDS:
+        s = str(NUMBER_WORDS[s.lower()])
+    s = _INFINITY_WORD.sub(r"\\infty", s)
+    if _J_COMPLEX.match(s):  # engineering notation for the imaginary unit: "3+2j"
+        s = s[:-1] + "i"
     m = _MIXED.match(s)
     if m and int(m.group(3)) < int(m.group(4)):
         whole = Fraction(int(m.group(2))) + Fraction(int(m.group(3)), int(m.group(4)))

@@ -91,6 +91,8 @@ def parse_set_like(s: str) -> Node:
     pieces = [p.strip() for p in s.split("\\cup")]
     result, approx = sp.S.EmptySet, False
     for p in pieces:
+        if p.startswith("{") and p.endswith("}"):  # a plain-brace set inside a union: "{1,3} \\cup {2,4}"
+            p = "\\" + p[:-1] + "\\}"
         node = parse_node(p) if p else Node("text", "", p)
         piece = as_set(node)
         if piece is None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from crl.verifiers.normalize import UNITS
+
 MAX_SPAN = 2000  # characters read after a cue phrase; longer answers are refused downstream anyway
 
 BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![a-zA-Z])")
@@ -22,12 +24,13 @@ CUE_RE = re.compile(r"final answer is|\banswer is|\banswer\s?\**\s?:|####", re.I
 _MATH_DELIM = re.compile(r"(?<!\\)(?:\$\$|\$)|\\\(|\\\)|\\\[|\\\]")
 _CLOSERS = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
 NUMBER_RE = re.compile(
-    r"(?<![\w.^_\\])-?(?:\\[dt]?frac\{-?\d+\}\{\d+\}|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d+|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)"
-    r"(?![\w^_]|\.\d|,\d)"
+    r"(?<![\w.^_\\])-?(?:\\[dt]?frac\{-?\d+\}\{\d+\}|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?: \d{3})+(?!\d|[.,]\d)"
+    r"|\d+,\d+|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?![\d_^]|\.\d|,\d)"
 )
 _RELATION = r"(?:<|>|\\le|\\ge|\\lt|\\gt|\\neq|\\ne|\u2264|\u2265|&|\\\\)"
 _RELATION_BEFORE = re.compile(_RELATION + r"[ {]*$")
 _RELATION_AFTER = re.compile(r"[ }]*" + _RELATION)
+_LETTERS = re.compile(r"[A-Za-z]+")
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|\bI hope it is correct", re.IGNORECASE)
 _JOINER_WORDS = {"and", "or", ",", ";", "&"}
 _PROSE_WORDS = {"then", "we", "see", "so", "thus", "but", "no", "not", "get", "have", "is", "are", "was", "were",
@@ -150,6 +153,9 @@ def last_number_span(text: str) -> Span | None:
         pass
     if last is None:
         return None
+    glued = _LETTERS.match(text, last.end())
+    if glued and glued.group(0) not in UNITS:
+        return None  # digits at the start of a word ("2nd", "3x"): not a standalone number
     line_start = text.rfind("\n", 0, last.start()) + 1
     line_end = text.find("\n", last.end())
     line_end = len(text) if line_end < 0 else line_end
