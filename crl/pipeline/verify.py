@@ -1,7 +1,8 @@
 """Stage 2, verify: rollouts in, verified/{positive,negative,groups}.parquet out.
 
 Each completion's final answer is extracted and checked against the gold answer by a verifier chosen
-by name (worker processes, a wall-clock limit per item). Rows with reward > 0 go to positive.parquet,
+by name (worker processes, a wall-clock limit per item); a completion stopped by the length limit gets
+credit only when its final answer is complete. Rows with reward > 0 go to positive.parquet,
 the rest to negative.parquet; groups.parquet has one row per prompt with its pass rate, which is what
 the contrastive objectives need to know (groups with no positive or no negative give no contrast).
 """
@@ -28,9 +29,10 @@ class VerifyConfig:
 
 def score(rollouts: pl.DataFrame, cfg: VerifyConfig) -> pl.DataFrame:
     """The rollouts with reward, pred and status columns added."""
+    truncated = (rollouts["finish_reason"] == "length").to_list() if "finish_reason" in rollouts.columns else None
     verdicts = verify_many(
         rollouts["completion"].to_list(), rollouts["answer"].to_list(), cfg.verifier, cfg.workers, cfg.timeout,
-        progress=cfg.progress,
+        progress=cfg.progress, truncated=truncated,
     )
     return rollouts.with_columns(
         pl.Series("reward", [v.reward for v in verdicts], VERDICT_SCHEMA["reward"]),
