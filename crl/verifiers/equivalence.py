@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import sympy as sp
 
-from crl.verifiers.latex import Refused
+from crl.verifiers.latex_tokens import Refused
 from crl.verifiers.normalize import text_key
 from crl.verifiers.numeric import RTOL, scalars_equal, value_at
 from crl.verifiers.relations import as_set, relations_equal, sets_equal

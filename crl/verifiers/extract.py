@@ -35,6 +35,10 @@ DEFAULT_STRATEGIES = ("boxed", "final_answer", "answer_is", "answer_colon", "has
 MAX_CUES = 16  # cue phrases tried from the end (bounds the work on hostile text)
 
 _CLAUSE = re.compile(r",?\s(?:because|since|which|where|as|so that|when|given|with|for all|if)\s", re.IGNORECASE)
+_WORD2 = re.compile(r"[A-Za-z]{2,}")
+_WORD3 = re.compile(r"[a-zA-Z]{3,}")
+_DIGIT = re.compile(r"\d")
+_COMMAND = re.compile(r"\\[a-zA-Z]+")
 _NOT_ANSWERS = {"correct", "incorrect", "wrong", "right", "that", "this", "as", "below", "above", "not", "clear",
                 "given", "obvious", "simple", "straightforward", "yes", "no", "unclear", "unknown", "follows"}
 
@@ -70,7 +74,7 @@ def _strip_remark(s: str) -> str:
         for i in range(len(s) - 1, -1, -1):
             depth += (s[i] == ")") - (s[i] == "(")
             if depth == 0:
-                if re.search(r"[a-zA-Z]{3,}", s[i:]) and i > 0:
+                if _WORD3.search(s[i:]) and i > 0:
                     s = s[:i].rstrip()
                 break
     return s
@@ -85,16 +89,16 @@ def cue_answer(sentence: str) -> str | None:
     if spans:
         gaps = [s[: spans[0].start], *(s[a.end : b.start] for a, b in zip(spans, spans[1:])), s[spans[-1].end :]]
         if all(g.strip(" .,;:!*\"'") == "" or only_joins(g) for g in gaps[1:-1]) and not gaps[0].strip(" *\"'\\"):
-            if not re.search(r"\d", gaps[-1]):
+            if not _DIGIT.search(gaps[-1]):
                 return ", ".join(sp.content.strip() for sp in spans if sp.content and sp.content.strip()) or None
     s = _strip_remark(s)
     outside = s
     for sp in reversed(spans):
         outside = outside[: sp.start] + " " + outside[sp.end :]
-    words = re.findall(r"[A-Za-z]{2,}", re.sub(r"\\[a-zA-Z]+", " ", outside))
+    words = _WORD2.findall(_COMMAND.sub(" ", outside))
     if not words:
         return unwrap_math(s) or None
-    if not re.search(r"\d", s) and not spans:
+    if not _DIGIT.search(s) and not spans:
         short = len(words) <= 3 and words[0].lower() not in _NOT_ANSWERS
         return s if short else None
     last_math = spans[-1] if spans else None

@@ -15,7 +15,7 @@ import re
 from crl.verifiers import Verdict, register
 from crl.verifiers.equivalence import equivalent
 from crl.verifiers.extract import DEFAULT_STRATEGIES, find_answer, gold_answer
-from crl.verifiers.latex import MAX_CHARS, Refused
+from crl.verifiers.latex_tokens import MAX_CHARS, Refused
 from crl.verifiers.normalize import normalize
 from crl.verifiers.structure import parse_node
 

@@ -50,7 +50,13 @@ _SPACED_BRACE_COMMA = re.compile(r"(\d) ?\{,\} ?(\d)")
 _MIXED = re.compile(r"^(-?)(\d+)\s+(\d+)/(\d+)$")
 _PERCENT_WORD = re.compile(r"(?<=[\d}])\s*(?:percent(?:age)?|pct)\.?$", re.IGNORECASE)
 _GLUED_UNIT = re.compile(r"^([-+]?\d[\d.,]*)\s*([a-zA-Z]{1,12})(?:\^\{?[23]\}?)?$")
-_REPEATING = re.compile(r"(-?)(\d*)\.(\d*)\\overline\{(\d+)\}")
+_PLAIN_NUMBER = re.compile(r"[-+]?[\d.,]+")
+_LE = re.compile(r"\\le(?![a-zA-Z])")
+_GE = re.compile(r"\\ge(?![a-zA-Z])")
+_NE = re.compile(r"\\ne(?![a-zA-Z])")
+_ARTICLES = re.compile(r"\b(?:the|a|an)\b")
+_KEY_DROP = re.compile(r"[\s{}\\]")
+_REPEATING = re.compile(r"(?<![\d.])(-?)(\d*)\.(\d*)\\overline\{(\d+)\}")
 _SUB_BRACED = re.compile(r"_\{(\w)\}")
 _TRAILING_WORDS = re.compile(r"^([-+]?[\d.,/]+)\s+[a-zA-Z][a-zA-Z ]*\.?$")
 
@@ -107,7 +113,7 @@ def _is_unit(token: str, head: str) -> bool:
     if "/" in word:
         return all(p in UNITS for p in word.split("/")) and bool(head)
     if word in _ONE_LETTER:
-        return bool(re.fullmatch(r"[-+]?[\d.,]+", head))
+        return bool(_PLAIN_NUMBER.fullmatch(head))
     return word in UNITS and bool(head) and head[-1] in "0123456789}).abcdefghijklmnopqrstuvwxyz"
 
 
@@ -163,9 +169,9 @@ def normalize(answer: str) -> str:
     s = s.replace("\\%", "%").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
     s = s.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
     s = s.replace("\\lt", "<").replace("\\gt", ">").replace("\\leqslant", "\\leq").replace("\\geqslant", "\\geq")
-    s = re.sub(r"\\le(?![a-zA-Z])", r"\\leq", s)
-    s = re.sub(r"\\ge(?![a-zA-Z])", r"\\geq", s)
-    s = re.sub(r"\\ne(?![a-zA-Z])", r"\\neq", s)
+    s = _LE.sub(r"\\leq", s)
+    s = _GE.sub(r"\\geq", s)
+    s = _NE.sub(r"\\neq", s)
     s = s.replace("\\lbrace", "\\{").replace("\\rbrace", "\\}").replace("\\lbrack", "[").replace("\\rbrack", "]")
     s = s.replace("\\langle", "(").replace("\\rangle", ")")
     s = s.replace("\\mathbb{R}", "\\mathbb R").replace("\\emptyset", "\\varnothing")
@@ -204,8 +210,8 @@ def text_key(answer: str) -> str:
     """A loose key for comparing plain-text answers: lower case, no spaces, braces or surrounding parens."""
     s = normalize(answer).lower()
     if " " in s:
-        s = re.sub(r"\b(?:the|a|an)\b", "", s)
-    s = re.sub(r"[\s{}\\]", "", s)
+        s = _ARTICLES.sub("", s)
+    s = _KEY_DROP.sub("", s)
     if len(s) == 3 and s[0] == "(" and s[2] == ")":
         s = s[1]
     return s.rstrip(".")

@@ -14,7 +14,8 @@ import re
 
 import sympy as sp
 
-from crl.verifiers.latex import NotMath, Refused, parse_math
+from crl.verifiers.latex import parse_math
+from crl.verifiers.latex_tokens import NotMath, Refused
 from crl.verifiers.numeric import scalars_equal
 from crl.verifiers.normalize import text_key
 from crl.verifiers.structure import REL_RE, Node, parse_node

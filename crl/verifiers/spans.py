@@ -29,9 +29,12 @@ NUMBER_RE = re.compile(
 )
 _RELATION = r"(?:<|>|\\le|\\ge|\\lt|\\gt|\\neq|\\ne|\u2264|\u2265|&|\\\\)"
 _RELATION_BEFORE = re.compile(_RELATION + r"[ {]*$")
-_RELATION_AFTER = re.compile(r"[ }]*" + _RELATION)
+_RELATION_AFTER = re.compile(r"(?<![ }])[ }]*" + _RELATION)
 _LETTERS = re.compile(r"[A-Za-z]+")
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|\bI hope it is correct", re.IGNORECASE)
+_GAP_MARKUP = re.compile(r"\\text\{([^{}]{0,40})\}|\\quad|\\qquad|\\,|\\;|~|\\\(|\\\)|\\\[|\\\]|\$")
+_STOP = re.compile(r"[.!?](?:\s|$)")
+_GAP_TOKEN = re.compile(r"[A-Za-z_0-9{}]+|[,;&=]")
 _JOINER_WORDS = {"and", "or", ",", ";", "&"}
 _PROSE_WORDS = {"then", "we", "see", "so", "thus", "but", "no", "not", "get", "have", "is", "are", "was", "were",
                 "hence", "therefore", "wait", "check", "also", "which", "that", "first", "actually", "it", "i",
@@ -177,10 +180,10 @@ def only_joins(gap: str) -> bool:
     """Whether the text between two answers only joins them: commas, "and"/"or", spacing, at most 4 label words."""
     if len(gap) > 80:
         return False
-    words = re.sub(r"\\text\{([^{}]{0,40})\}|\\quad|\\qquad|\\,|\\;|~|\\\(|\\\)|\\\[|\\\]|\$", r" \1 ", gap)
-    if re.search(r"[.!?](?:\s|$)", words):
+    words = _GAP_MARKUP.sub(r" \1 ", gap)
+    if _STOP.search(words):
         return False
-    tokens = re.findall(r"[A-Za-z_0-9{}]+|[,;&=]", words)
+    tokens = _GAP_TOKEN.findall(words)
     joiners = [t for t in tokens if t.lower() in _JOINER_WORDS]
     if any(t.lower() in _PROSE_WORDS for t in tokens):
         return False

@@ -25,19 +25,22 @@ from typing import Any
 
 import sympy as sp
 
-from crl.verifiers.latex import MAX_CHARS, NotMath, Refused, parse_math
+from crl.verifiers.latex import parse_math
+from crl.verifiers.latex_tokens import MAX_CHARS, NotMath, Refused
 from crl.verifiers.normalize import text_key
 
 MAX_ITEMS = 64
-NUMBER_RE = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,4})?%?$")
+NUMBER_RE = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d{1,4})?%?$")
 FRACTION_RE = re.compile(r"^(-?)(?:\\frac\{(-?\d+)\}\{(\d+)\}|(\d+)/(\d+))$")
 REL_RE = re.compile(r"\\leq|\\geq|\\neq|<=|>=|!=|<|>")
 _ATOM = r"(?:[A-Za-z]{1,4}|\\[a-zA-Z]+)(?:_\{?[A-Za-z0-9]{1,8}\}?)?'*(?:\([A-Za-z]\))?"
 LABEL_RE = re.compile(
     rf"^(?:{_ATOM}|\|{_ATOM}\||\\frac\{{{_ATOM}\}}\{{{_ATOM}\}}|{_ATOM}:{_ATOM}|\(\s*{_ATOM}(?:\s*,\s*{_ATOM})+\s*\))$"
 )
-_GROUP_SPLIT = re.compile(r"\s+(?:and|or)\s+|(?<=[)\]}])\s*(?:and|or)\s*(?=[(\[{\\])")
+_GROUP_SPLIT = re.compile(r"(?<!\s)\s+(?:and|or)\s+|(?<=[)\]}])\s*(?:and|or)\s*(?=[(\[{\\])")
 _MATRIX_RE = re.compile(r"^\\begin\{([pbBvV]?matrix|array)\}(?:\{[lcr|]*\})?(.*)\\end\{\1\}$", re.S)
+_SPACE = re.compile(r"\s")
+_IN = re.compile(r"\\in(?![a-zA-Z])")
 _REALS = {"mathbbr", "allrealnumbers", "allreals", "reals", "realnumbers", "(-infty,infty)", "(-infty,+infty)"}
 
 
@@ -163,9 +166,9 @@ def _equation(s: str) -> Node | None:
         return None
     lhs, rhs = sides[0], sides[-1]
     if is_label(lhs) and not is_label(rhs):
-        return Node("eq", (parse_node(lhs), parse_node(rhs)), s, brackets=re.sub(r"\s", "", lhs))
+        return Node("eq", (parse_node(lhs), parse_node(rhs)), s, brackets=_SPACE.sub("", lhs))
     if is_label(rhs) and not is_label(lhs) and len(sides) == 2:
-        return Node("eq", (parse_node(rhs), parse_node(lhs)), s, brackets=re.sub(r"\s", "", rhs))
+        return Node("eq", (parse_node(rhs), parse_node(lhs)), s, brackets=_SPACE.sub("", rhs))
     left, right = parse_node(lhs), parse_node(rhs)
     constant = all(n.kind in ("num", "expr") and not getattr(n.value, "free_symbols", None) for n in (left, right))
     if len(sides) > 2 or constant:
@@ -188,7 +191,7 @@ def parse_node(s: str) -> Node:
         return Node("text", "", s)
     if text_key(s) in _REALS:
         return Node("sset", sp.S.Reals, s)
-    m = re.search(r"\\in(?![a-zA-Z])", s)
+    m = _IN.search(s)
     if m and (is_label(s[: m.start()]) or not s[: m.start()].strip()):
         return parse_node(s[m.end() :])
     if s[0] in "([" and s[-1] in ")]" and s[1:].lstrip().startswith("\\begin{"):
