@@ -1,10 +1,11 @@
 """Equivalence of two normalised answers: the structure of each (`structure.py`), compared node by node.
 
 Scalars compare as exact fractions when both are plain numbers, else by value (`numeric.py`: exact unless a decimal
-was written, never through floats). A gold written as a decimal with at least 2 significant digits is taken as
-rounded at its last place: a more precise prediction (an exact value, or more decimals) that rounds to it matches
-(gold 33.3, prediction 100/3; gold 7.78, prediction 70/9; not gold 0.5 against 0.54). Percent: "50%" equals 50 and
-also 0.5 (the sign on one side only).
+was written, never through floats). A gold written as a decimal with at least 3 significant digits is taken as
+rounded at its last place: a more precise prediction (an exact value, or more decimals) within half a unit of that
+place matches (gold 33.3, prediction 100/3; gold 7.78, prediction 70/9; gold 16386.17, prediction 16386.169; not
+gold 2.7 against e, nor gold 0.5 against 0.54: too few digits to tell a rounding from an exact value). Percent:
+"50%" equals 50 and also 0.5 (the sign on one side only).
 Structure rules:
 - tuples, points, vectors "(a, b)": ordered, same length; two-element brackets are intervals when compared with a
   set, and "(1, 2]" differs from "[1, 2)"; sets of reals (relations, unions, intervals to infinity) compare as sets;
@@ -57,22 +58,22 @@ def _as_expr(n: Node) -> sp.Expr:
 
 
 def _written_decimals(n: Node) -> int | None:
-    """Decimal places of a number written as a plain decimal with at least 2 significant digits, else None."""
+    """Decimal places of a number written as a plain decimal with at least 3 significant digits, else None."""
     m = _PLAIN_DECIMAL.match(n.text.strip()) if n.kind == "num" and n.approx else None
-    if m is None or len((m.group(1) + m.group(2)).lstrip("0")) < 2:
+    if m is None or len((m.group(1) + m.group(2)).lstrip("0")) < 3:
         return None
     return len(m.group(2))
 
 
 def _rounds_to_gold(p: Node, g: Node) -> bool:
-    """A gold written as a rounded decimal (k places) matches a more precise prediction that rounds to it."""
+    """A gold written as a rounded decimal (k places) matches a more precise prediction within half a unit of it."""
     k = _written_decimals(g)
     if k is None or p.pct or g.pct or (p.approx and (_written_decimals(p) or 0) <= k):
         return False
     value = _as_expr(p) if p.kind == "num" else value_at(p.value, 0)
     if value is None or not value.is_real or getattr(p.value, "free_symbols", None):
         return False
-    return bool(abs(value - _as_expr(g)) <= sp.Rational(1, 2 * 10**k))
+    return bool(abs(value - _as_expr(g)) < sp.Rational(1, 2 * 10**k))
 
 
 def _scalars_equal(p: Node, g: Node) -> bool:
