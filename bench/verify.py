@@ -199,8 +199,9 @@ def _print_table(report: dict) -> None:
              f"{report['load_average'][0]:.1f}", "", head, "|---|---|---|---|---|---|"]
     for r in report["rows"]:
         ratio = r.get("speedup_vs_math_verify")
+        shown = "" if ratio is None else f"{ratio:.1f}x"
         lines.append(f"| {r['config']} | {r['external_accuracy']:.1%} | {r['case_accuracy']:.1%} | "
-                     f"{r['bench_accuracy']:.1%} | {r['items_per_s']:,.0f} | {'' if ratio is None else f'{ratio:.1f}x'} |")
+                     f"{r['bench_accuracy']:.1%} | {r['items_per_s']:,.0f} | {shown} |")
     text = "\n".join(lines)
     try:
         from rich.console import Console

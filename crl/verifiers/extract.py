@@ -83,12 +83,15 @@ def _strip_remark(s: str) -> str:
 def cue_answer(sentence: str) -> str | None:
     """The answer in the sentence after a cue phrase, or None when the sentence holds no answer."""
     s = sentence.strip().rstrip(".,;:!*").strip()
+    inner = unwrap_math(s)
+    if inner != s and "$" not in inner:  # one math span, possibly wrapped over lines
+        return inner or None
     if not s:
         return None
     spans = math_spans(s)
     if spans:
         gaps = [s[: spans[0].start], *(s[a.end : b.start] for a, b in zip(spans, spans[1:])), s[spans[-1].end :]]
-        if all(g.strip(" .,;:!*\"'") == "" or only_joins(g) for g in gaps[1:-1]) and not gaps[0].strip(" *\"'\\"):
+        if all(g.strip(" .,;:!\"'") == "" or only_joins(g) for g in gaps[1:-1]) and not gaps[0].strip(" *\"'\\"):
             if not _DIGIT.search(gaps[-1]):
                 return ", ".join(sp.content.strip() for sp in spans if sp.content and sp.content.strip()) or None
     s = _strip_remark(s)
@@ -108,7 +111,7 @@ def cue_answer(sentence: str) -> str | None:
     return number.content if number else None
 
 
-def cue_spans(text: str, kinds: tuple[str, ...]) -> Span | None:
+def last_cue(text: str, kinds: tuple[str, ...]) -> Span | None:
     """The last cue phrase (of the enabled kinds) followed by an answer, as a Span from the cue to the answer end."""
     found = [m for m in CUE_RE.finditer(text) if _cue_kind(m.group(0)) in kinds]
     for m in reversed(found[-MAX_CUES:]):
@@ -135,7 +138,7 @@ def final_span(text: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES) -> S
         box = joined_boxes(text, boxes(text))
         if box is not None:
             candidates.append(box)
-    cue = cue_spans(text, strategies)
+    cue = last_cue(text, strategies)
     if cue is not None:
         candidates.append(cue)
     if candidates:
@@ -186,7 +189,7 @@ def gold_answer(answer: str) -> str:
             return boxed
     if "####" in answer:
         return answer.rsplit("####", 1)[1].strip()
-    if len(answer) > 200:
+    if len(answer) > 200 and CUE_RE.search(answer):  # a worked solution, not a long expression
         found = find_answer(answer, think=False)
         if found:
             return found

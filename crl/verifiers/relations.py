@@ -170,7 +170,7 @@ def relations_equal(p: Node, g: Node) -> bool:
     (pp, po), (gp, go) = p.value, g.value
     for parts, ops in ((pp, po), (pp[::-1], [_FLIP[o] for o in po[::-1]])):
         if ops == go and len(parts) == len(gp):
-            from crl.verifiers.equivalence import nodes_equal
+            from crl.verifiers.equivalence import nodes_equal  # equivalence builds on this module
 
             if all(nodes_equal(parse_node(a), parse_node(b)) for a, b in zip(parts, gp)):
                 return True

@@ -3,7 +3,8 @@
 Three kinds, all found in one linear pass each (no regular expression here can backtrack on model text):
 - boxes: `\\boxed{...}`, `\\fbox{...}`, `\\framebox{...}` (nested braces) and `\\boxed 5`; a box whose brace never
   closes is kept as a cut-off span (content None), so that it, and not an earlier box, is the final one;
-- cue phrases: "final answer is", "the answer is", "Answer:", "####", each with the sentence or math span after it;
+- cue phrases: "final answer is", "the answer is", "Final Answer:" or "Answer:" opening a line, "####", each with
+  the sentence or math span after it ("we may check our answer: ..." is not a cue);
 - fallback spans: closed math spans (`$..$`, `$$..$$`, `\\(..\\)`, `\\[..\\]`) and standalone numbers.
 A standalone number is a whole token: not digits inside a word (`crl_pwned2`), an exponent or a subscript; a number
 inside a closed bracket group on its line stands for the whole group (a tuple or interval); a number that is part
@@ -20,7 +21,9 @@ from crl.verifiers.normalize import UNITS
 MAX_SPAN = 2000  # characters read after a cue phrase; longer answers are refused downstream anyway
 
 BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![a-zA-Z])")
-CUE_RE = re.compile(r"final answer is|\banswer is|\banswer\s?\**\s?:|####", re.IGNORECASE)
+CUE_RE = re.compile(
+    r"final answer is|\banswer is|final answer\s?\**\s?:|(?:^|\n)[ \t*#>-]{0,8}answer\s?\**\s?:|####", re.IGNORECASE
+)
 _MATH_DELIM = re.compile(r"(?<!\\)(?:\$\$|\$)|\\\(|\\\)|\\\[|\\\]")
 _CLOSERS = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
 NUMBER_RE = re.compile(
@@ -205,16 +208,25 @@ def joined_boxes(text: str, found: list[Span]) -> Span | None:
     return Span(found[k].start, found[-1].end, ", ".join(contents), "box")
 
 
+def _closer(text: str, right: str, start: int) -> int:
+    """The index of the first `right` at or after `start` that is not an escaped `\\$`, or -1."""
+    close = text.find(right, start)
+    while close > 0 and right == "$" and text[close - 1] == "\\":
+        close = text.find(right, close + 1)
+    return close
+
+
 def sentence_after(text: str, start: int) -> tuple[str, bool]:
     """The sentence (or display math) right after a cue phrase, and whether a terminator closes it."""
     rest = text[start : start + MAX_SPAN]
     lead = len(rest) - len(rest.lstrip(" *:\t\"'\u201c"))
     rest = rest[lead:]
-    for left, right in (("$$", "$$"), ("\\[", "\\]")):
+    for left, right in (("$$", "$$"), ("\\[", "\\]"), ("$", "$"), ("\\(", "\\)")):
         if rest.startswith(left):
-            close = rest.find(right, len(left))
-            if close > 0:
+            close = _closer(rest, right, len(left))
+            if close > 0 and (left in ("$$", "\\[") or "\n" in rest[:close]):  # inline math after a cue may wrap
                 return rest[: close + len(right)], True
+            break
     depth, i = 0, 0
     while i < len(rest):
         c = rest[i]

@@ -6,7 +6,8 @@ Reading rules, from the loosest binding to the tightest:
   "n = 1, 2, 3" is the list 1, 2, 3;
 - `a \\approx b`: the exact part a is the answer; b is kept as an alternative only when it is a rounding of a at its
   written precision (so "3/7 \\approx 0.43" equals 3/7 and 0.43, "1/3 \\approx 11" only 1/3);
-- "=" chains: "1+2=3" and "x = 5+5+1 = 11" read as their last side; "NAME = value" is an assignment whose value is
+- "=" chains: "1+2=3", "x = 5+5+1 = 11" and a computation the parser cannot read followed by "= number" read as
+  their last side; "NAME = value" is an assignment whose value is
   the answer, where NAME is a label (a letter with subscripts or primes, a run of capitals as in "AB", "f(x)",
   "|AB|", a fraction or ratio of labels, a tuple of labels "(p,q)"); anything else is an equation;
 - relations ("x > 3", "-x > -1", "1 \\le |z| \\le 3/2") and `\\in`, unions, `\\mathbb R`: sets (see `relations.py`);
@@ -28,6 +29,7 @@ import sympy as sp
 from crl.verifiers.latex import parse_math
 from crl.verifiers.latex_tokens import MAX_CHARS, NotMath, Refused
 from crl.verifiers.normalize import text_key
+from crl.verifiers.numeric import value_at
 
 MAX_ITEMS = 64
 NUMBER_RE = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d{1,4})?%?$")
@@ -151,9 +153,8 @@ def _approximation(s: str, parts: list[str]) -> Node:
     body = parts[-1].rstrip("%")
     decimals = len(body.split(".", 1)[1]) if "." in body and NUMBER_RE.match(parts[-1]) else None
     if decimals is not None and exact.kind in ("num", "expr") and rounded.kind == "num":
-        from crl.verifiers.numeric import value_at
-
-        v = value_at(sp.Rational(exact.value.numerator, exact.value.denominator) if exact.kind == "num" else exact.value, 0)
+        e = sp.Rational(exact.value.numerator, exact.value.denominator) if exact.kind == "num" else exact.value
+        v = value_at(e, 0)
         if v is not None and v.is_real and abs(v - sp.Rational(rounded.value)) <= sp.Rational(1, 2 * 10**decimals):
             return Node("alt", [exact, rounded], s)
     return exact
@@ -171,7 +172,8 @@ def _equation(s: str) -> Node | None:
         return Node("eq", (parse_node(rhs), parse_node(lhs)), s, brackets=_SPACE.sub("", rhs))
     left, right = parse_node(lhs), parse_node(rhs)
     constant = all(n.kind in ("num", "expr") and not getattr(n.value, "free_symbols", None) for n in (left, right))
-    if len(sides) > 2 or constant:
+    worked = left.kind == "text" and right.kind == "num"  # "\\binom83\\binom52 = 560": a computation, then its value
+    if len(sides) > 2 or constant or worked:
         return right
     return Node("eq", (left, right), s)
 
@@ -179,7 +181,7 @@ def _equation(s: str) -> Node | None:
 @lru_cache(maxsize=1 << 15)
 def parse_node(s: str) -> Node:
     """The structure of a normalised answer (see module docstring); raises Refused for oversized input."""
-    from crl.verifiers.relations import interval_to_infinity, parse_relation, parse_set_like
+    from crl.verifiers.relations import interval_to_infinity, parse_relation, parse_set_like  # builds on this module
 
     s = s.strip()
     quick = _number(s)
