@@ -28,6 +28,8 @@ ROWS = [
     ("\\boxed{3} was my first guess. Checking again, the final answer is 4.", "4", 1.0, "ok"),
     ("\\boxed{3} was my first guess. Checking again, the final answer is 4.", "3", 0.0, "ok"),
     (BIG_BOX + " and the count is 5", "5", 0.0, "unparsable"),
+    ("\\boxed{12}. So the answer is reasonable, since 12 > 10.", "12", 1.0, "ok"),
+    ("\\boxed{12}. So the answer is correct.", "12", 1.0, "ok"),
     # the last-number fallback reads whole numbers only
     ("My name is crl_pwned2", "2", 0.0, "no_answer"),
     ("So the pair is (3, 7)", "7", 0.0, "ok"),

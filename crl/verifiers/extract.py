@@ -7,7 +7,8 @@ or a few label words ("$\\boxed{1}$ and $\\boxed{-2}$") are one answer, the list
 Policies:
 - a final box that is cut off or never closed gives no answer, never an earlier box;
 - a cue followed by a sentence of words ("The volume of $ABCD$ is 120.") reads the last math span or standalone
-  number of that sentence; a cue followed by no answer ("the answer is correct") does not count;
+  number of that sentence; a cue followed by no answer ("the answer is correct") does not count, and one followed
+  by plain words only ("the answer is reasonable") does not override a box;
 - only when the text has no box and no cue: the last closed math span or standalone number (see `spans.py`), as
   whole tokens (never digits inside a word, never one entry of a tuple, matrix or inequality);
 - only the text after the last `</think>` is read; a `<think>` never closed means the reasoning was cut off and
@@ -122,6 +123,11 @@ def last_cue(text: str, kinds: tuple[str, ...]) -> Span | None:
     return None
 
 
+def _wordy(answer: str) -> bool:
+    """An answer of plain words ("reasonable", "odd"): it does not override a box ("the answer is reasonable")."""
+    return not _DIGIT.search(answer) and "\\" not in answer and "$" not in answer
+
+
 def _cue_kind(phrase: str) -> str:
     low = phrase.lower()
     if low.startswith("final"):
@@ -139,7 +145,7 @@ def final_span(text: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES) -> S
         if box is not None:
             candidates.append(box)
     cue = last_cue(text, strategies)
-    if cue is not None:
+    if cue is not None and cue.content and not (candidates and _wordy(cue.content)):
         candidates.append(cue)
     if candidates:
         return max(candidates, key=lambda sp: sp.start)
