@@ -99,9 +99,10 @@ def build_items(data: Path, n: int, seed: int) -> list[tuple[str, str, bool, str
 
 
 def _clear_caches() -> None:
-    from crl.verifiers import equivalence, latex, normalize
+    from crl.verifiers import equivalence, latex, normalize, numeric, structure
 
-    for fn in (normalize.normalize, equivalence.parse_node, equivalence.equivalent, latex._parse_cached):
+    for fn in (normalize.normalize, structure.parse_node, equivalence.equivalent, latex._parse_cached,
+               numeric.value_at):
         fn.cache_clear()
 
 

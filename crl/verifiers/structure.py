@@ -204,7 +204,7 @@ def parse_node(s: str) -> Node:
         return Node("matrix", [[parse_node(c.strip()) for c in row.split("&")] for row in rows[:MAX_ITEMS]], s)
     if s[0] == "{" and encloses(s):
         return parse_node(s[1:-1])
-    groups = [g.strip(" ,") for g in _GROUP_SPLIT.split(s)] if (" and " in s or " or " in s or "or" in s) else [s]
+    groups = [g.strip(" ,") for g in _GROUP_SPLIT.split(s)] if ("and" in s or "or" in s) else [s]
     groups = [g for part in groups for g in split_top(part, ";")]
     if len([g for g in groups if g]) > 1:
         nodes = _items(groups)
