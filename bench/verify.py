@@ -1,6 +1,8 @@
 """Benchmark of crl's `math` verifier against Hugging Face Math-Verify: accuracy and throughput, same items.
 
-Items: the labelled case file (tests/verifier_cases.jsonl) for accuracy, plus N completions synthesised from the
+Items: the labelled case files for accuracy (tests/verifier_cases.jsonl, written with crl's code, and
+tests/verifier_external_cases.jsonl, facts from other graders' tests and issue threads), plus N completions
+synthesised from the
 benchmark files in ../shared/data: MATH / AIME / Minerva solutions ending in their \\boxed answer, MATH-train
 answers written in the styles models use ("The final answer is $x$. I hope it is correct.", "Answer: x", ...),
 GSM8K solutions ending in "#### x" or "The answer is x.", and the project's default arithmetic task; about a
@@ -30,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from crl.verifiers import get_verifier, verify_many  # noqa: E402
 
 CASES = ROOT / "tests" / "verifier_cases.jsonl"
+EXTERNAL = ROOT / "tests" / "verifier_external_cases.jsonl"
 
 
 def _rows(path: Path) -> list[dict]:
@@ -96,9 +99,10 @@ def build_items(data: Path, n: int, seed: int) -> list[tuple[str, str, bool, str
 
 
 def _clear_caches() -> None:
-    from crl.verifiers import equivalence, latex, normalize
+    from crl.verifiers import equivalence, latex, normalize, numeric, structure
 
-    for fn in (normalize.normalize, equivalence.parse_node, equivalence.equivalent, latex._parse_cached):
+    for fn in (normalize.normalize, structure.parse_node, equivalence.equivalent, latex._parse_cached,
+               numeric.value_at):
         fn.cache_clear()
 
 
@@ -154,6 +158,10 @@ def main() -> None:
     case_l = [c["label"] for c in cases]
     crl_case = [get_verifier(c["verifier"])(c["completion"], c["answer"]).reward for c in cases]
     mv_case = run_math_verify(case_c, case_g)
+    external = _rows(EXTERNAL)
+    ext_l = [c["label"] for c in external]
+    crl_ext = accuracy([get_verifier("math")(c["completion"], c["answer"]).reward for c in external], ext_l)
+    mv_ext = run_math_verify([c["completion"] for c in external], [c["answer"] for c in external])
 
     items = build_items(args.data, args.n, args.seed)
     comps, golds, labels = [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
@@ -161,22 +169,23 @@ def main() -> None:
     rewards, secs = run_crl_inprocess(comps, golds)
     rows.append({"config": "crl, 1 process (in-process loop)", "processes": 1, "seconds": secs,
                  "items_per_s": len(items) / secs, "bench_accuracy": accuracy(rewards, labels),
-                 "case_accuracy": accuracy(crl_case, case_l)})
+                 "case_accuracy": accuracy(crl_case, case_l), "external_accuracy": crl_ext})
     for w in [int(x) for x in args.workers.split(",") if x]:
         rewards, secs = run_crl_pool(comps, golds, w, args.timeout)
         rows.append({"config": f"crl verify_many, {w} worker{'s' if w > 1 else ''}", "processes": w,
                      "seconds": secs, "items_per_s": len(items) / secs, "bench_accuracy": accuracy(rewards, labels),
-                     "case_accuracy": accuracy(crl_case, case_l)})
+                     "case_accuracy": accuracy(crl_case, case_l), "external_accuracy": crl_ext})
     mv = run_math_verify(comps, golds)
-    if mv is not None and mv_case is not None:
+    if mv is not None and mv_case is not None and mv_ext is not None:
         rewards, secs = mv
         rows.append({"config": "Math-Verify, 1 process", "processes": 1, "seconds": secs,
                      "items_per_s": len(items) / secs, "bench_accuracy": accuracy(rewards, labels),
-                     "case_accuracy": accuracy(mv_case[0], case_l)})
+                     "case_accuracy": accuracy(mv_case[0], case_l), "external_accuracy": accuracy(mv_ext[0], ext_l)})
         base = rows[-1]["items_per_s"]
         for r in rows:
             r["speedup_vs_math_verify"] = r["items_per_s"] / base
-    report = {"n_items": len(items), "n_cases": len(cases), "cpu_count": os.cpu_count(),
+    report = {"n_items": len(items), "n_cases": len(cases), "n_external": len(external), "cpu_count": os.cpu_count(),
+              "load_average": os.getloadavg(),
               "sources": {s: sum(1 for i in items if i[3] == s) for s in sorted({i[3] for i in items})},
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,13 +194,15 @@ def main() -> None:
 
 
 def _print_table(report: dict) -> None:
-    head = "| configuration | case-file accuracy | bench accuracy | items/s | vs Math-Verify |"
-    lines = [f"{report['n_items']} completions ({report['sources']}), {report['n_cases']} labelled cases, "
-             f"{report['cpu_count']} CPUs", "", head, "|---|---|---|---|---|"]
+    head = "| configuration | external cases | case file | bench accuracy | items/s | vs Math-Verify |"
+    lines = [f"{report['n_items']} completions ({report['sources']}), {report['n_external']} external cases, "
+             f"{report['n_cases']} case-file cases, {report['cpu_count']} CPUs, load average "
+             f"{report['load_average'][0]:.1f}", "", head, "|---|---|---|---|---|---|"]
     for r in report["rows"]:
         ratio = r.get("speedup_vs_math_verify")
-        lines.append(f"| {r['config']} | {r['case_accuracy']:.1%} | {r['bench_accuracy']:.1%} | "
-                     f"{r['items_per_s']:,.0f} | {'' if ratio is None else f'{ratio:.1f}x'} |")
+        shown = "" if ratio is None else f"{ratio:.1f}x"
+        lines.append(f"| {r['config']} | {r['external_accuracy']:.1%} | {r['case_accuracy']:.1%} | "
+                     f"{r['bench_accuracy']:.1%} | {r['items_per_s']:,.0f} | {shown} |")
     text = "\n".join(lines)
     try:
         from rich.console import Console

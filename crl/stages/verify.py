@@ -1,7 +1,8 @@
 """Stage 2, verify: rollouts in, verified/{positive,negative,groups}.parquet out.
 
 Each completion's final answer is extracted and checked against the gold answer by the verifiers named in the
-``[verify]`` settings (worker processes, a wall-clock limit per item). With several verifiers the reward is
+``[verify]`` settings (worker processes, a wall-clock limit per item); a completion stopped by the length limit
+gets credit only when its final answer is complete. With several verifiers the reward is
 their weighted sum and each one's reward is kept as ``reward/NAME``; ``pred`` and ``status`` are the first
 verifier's. A completion is a positive when its reward is more than half the most it could get (the sum of the
 positive weights): with one 0/1 verifier, exactly when it is right. positive.parquet and negative.parquet hold
@@ -24,10 +25,12 @@ from crl.verifiers import verify_many
 def score(rollouts: pl.DataFrame, settings: Verify, show_progress: bool = True) -> pl.DataFrame:
     """The rollouts with reward, pred, status and positive columns (and reward/NAME per verifier if several)."""
     completions, answers = rollouts["completion"].to_list(), rollouts["answer"].to_list()
+    truncated = (rollouts["finish_reason"] == "length").to_list()
     total = pl.Series("reward", [0.0] * rollouts.height, pl.Float64)
     columns = []
     for k, (name, weight) in enumerate(settings.verifier.items()):
-        verdicts = verify_many(completions, answers, name, settings.workers or 0, settings.timeout, progress=show_progress)
+        verdicts = verify_many(completions, answers, name, settings.workers or 0, settings.timeout, progress=show_progress,
+                               truncated=truncated)
         reward = pl.Series(f"reward/{name}", [v.reward for v in verdicts], VERDICT_SCHEMA["reward"])
         total = total + weight * reward.cast(pl.Float64)
         if k == 0:

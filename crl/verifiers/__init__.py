@@ -83,18 +83,24 @@ def verify_many(
     workers: int = 0,
     timeout: float = 5.0,
     progress: bool = False,
+    truncated: Sequence[bool] | None = None,
 ) -> list[Verdict]:
     """Verify completions against gold answers in worker processes; verdicts come back in input order.
 
     workers=0 uses os.cpu_count(). Each item gets `timeout` seconds of wall clock: a worker that overruns is
-    killed and replaced and the item gets status "timeout".
+    killed and replaced and the item gets status "timeout". `truncated` flags completions stopped by the length
+    limit: verifiers that take a `truncated` keyword (math, math_boxed) then credit only a complete final answer.
+    Raises CrlError when every item ends in status "error" (a broken verifier or worker, not wrong answers).
     """
     if len(completions) != len(answers):
         raise CrlError(f"verify_many: {len(completions)} completions but {len(answers)} answers")
+    if truncated is not None and len(truncated) != len(completions):
+        raise CrlError(f"verify_many: {len(completions)} completions but {len(truncated)} truncation flags")
     get_verifier(verifier)  # fail fast, in the caller, on an unknown name
     from crl.verifiers.pool import run_pool
 
-    return run_pool(list(completions), list(answers), verifier, workers, timeout, progress)
+    flags = None if truncated is None else [bool(t) for t in truncated]
+    return run_pool(list(completions), list(answers), verifier, workers, timeout, progress, flags)
 
 
 # The built-in verifiers register themselves on import.

@@ -1,94 +1,55 @@
-"""Answer extraction: find the span of a completion that holds its final answer.
+"""Answer extraction by position: the final answer is the last answer-bearing span of the completion.
 
-Strategies, tried in order (each can be left out by passing `strategies=`):
-- "boxed": the last `\\boxed{...}` / `\\fbox{...}` / `\\framebox{...}` (nested braces, or `\\boxed 5`);
-- "final_answer": Minerva's "The final answer is X. I hope it is correct.";
-- "answer_is": "the answer is X";
-- "answer_colon": "Answer: X" (also "**Answer:** X");
-- "last_number": the last number in the text (integer, decimal, a/b or \\frac{a}{b}).
-Only the text after the last `</think>` is searched when there is one (the reasoning before it is a draft).
-A span written in `$...$`, `\\(...\\)` or `\\[...\\]` is unwrapped.
+Answer-bearing spans (found by `spans.py`) are boxes (`\\boxed{}`, `\\fbox{}`, `\\framebox{}`, `\\boxed 5`) and
+cue phrases ("The final answer is X", "the answer is X", "Answer: X", "#### X"). Whichever starts last is the final
+answer, so a correction after an early box or an early "the answer is" wins. Boxes separated only by "and", commas
+or a few label words ("$\\boxed{1}$ and $\\boxed{-2}$") are one answer, the list of their contents.
+Policies:
+- a final box that is cut off or never closed gives no answer, never an earlier box;
+- a cue followed by a sentence of words ("The volume of $ABCD$ is 120.") reads the last math span or standalone
+  number of that sentence; a cue followed by no answer ("the answer is correct") does not count, and one followed
+  by plain words only ("the answer is reasonable") does not override a box;
+- only when the text has no box and no cue: the last closed math span or standalone number (see `spans.py`), as
+  whole tokens (never digits inside a word, never one entry of a tuple, matrix or inequality);
+- only the text after the last `</think>` is read; a `<think>` never closed means the reasoning was cut off and
+  there is no answer;
+- `truncated=True` (the completion was stopped by the length limit): the final answer counts only when it is
+  complete, i.e. closed by a brace, a math delimiter or a sentence end rather than by the end of the text.
 """
 
 from __future__ import annotations
 
 import re
 
-DEFAULT_STRATEGIES = ("boxed", "final_answer", "answer_is", "answer_colon", "last_number")
-BOX_COMMANDS = ("\\boxed", "\\fbox", "\\framebox")
-MAX_SPAN = 2000  # longer spans are cut (the parser refuses them anyway); bounds the work per item
-MAX_BOXES = 20  # boxes tried from the end before giving up (bounds the work on hostile text)
+from crl.verifiers.spans import (
+    CUE_RE,
+    Span,
+    boxes,
+    joined_boxes,
+    last_number_span,
+    math_spans,
+    only_joins,
+    sentence_after,
+)
 
-_FINAL_RE = re.compile(r"final answer is\s*:?\s*", re.IGNORECASE)
-_ANSWER_IS_RE = re.compile(r"\banswer is\s*:?\s*", re.IGNORECASE)
-_ANSWER_COLON_RE = re.compile(r"\banswer\s*\**\s*:\s*\**\s*", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"-?\\[dt]?frac\{-?\d+\}\{\d+\}|-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
-_BARE_BOX = re.compile(r"[^\s$]+")
-_CLAUSE = re.compile(r",?\s+(?:because|since|which|where|as|so|when|for|given|with)\s.*$", re.IGNORECASE | re.S)
-_REMARK = re.compile(r"\s+\([^()]*[a-zA-Z]{3,}[^()]*\)$")
-_SENTENCE_END = re.compile(r"\.(?:\s|$)|\s+I hope it is correct|\n")
+DEFAULT_STRATEGIES = ("boxed", "final_answer", "answer_is", "answer_colon", "hashes", "last_number")
+MAX_CUES = 16  # cue phrases tried from the end (bounds the work on hostile text)
+
+_CLAUSE = re.compile(r",?\s(?:because|since|which|where|as|so that|when|given|with|for all|if)\s", re.IGNORECASE)
+_WORD2 = re.compile(r"[A-Za-z]{2,}")
+_WORD3 = re.compile(r"[a-zA-Z]{3,}")
+_DIGIT = re.compile(r"\d")
+_COMMAND = re.compile(r"\\[a-zA-Z]+")
+_NOT_ANSWERS = {"correct", "incorrect", "wrong", "right", "that", "this", "as", "below", "above", "not", "clear",
+                "given", "obvious", "simple", "straightforward", "yes", "no", "unclear", "unknown", "follows"}
 
 
 def after_think(text: str) -> str:
-    """The text after the last `</think>`, or the whole text when there is none."""
+    """The text after the last `</think>`; empty when a `<think>` is never closed; else the whole text."""
     cut = text.rfind("</think>")
-    return text if cut < 0 else text[cut + len("</think>") :]
-
-
-def _braced(text: str, start: int) -> tuple[str, int] | None:
-    """The content of the brace group opening at `text[start] == '{'` and the index after it, or None."""
-    depth = 0
-    i = start
-    n = min(len(text), start + 10 * MAX_SPAN)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i], i + 1
-        i += 1
-    return None
-
-
-_JOINER = re.compile(r"[\s$,]*(?:,|and|\\text\{\s*and\s*\}|\\quad)[\s$,]*")
-
-
-def _between(text: str, pos: int) -> str:
-    """The text between the box before `pos` and `pos` (empty match target when there is no earlier box)."""
-    start = text.rfind("}", 0, pos)
-    return text[start + 1 : pos] if start >= 0 and "\\boxed" in text[:start] else "x"
-
-
-def last_boxed(text: str, _joined: int = 0) -> str | None:
-    """The content of the last well-formed, non-empty `\\boxed{}` (or `\\fbox`, `\\framebox`, `\\boxed 5`)."""
-    if "\\boxed" not in text and "\\fbox" not in text and "\\framebox" not in text:
-        return None
-    end = len(text)
-    for _ in range(MAX_BOXES):
-        pos, cmd = max((text.rfind(c, 0, end), c) for c in BOX_COMMANDS)
-        if pos < 0:
-            return None
-        i = pos + len(cmd)
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        content = None
-        if i < len(text) and text[i] == "{":
-            got = _braced(text, i)
-            content = got[0] if got else None
-        elif i < len(text) and (text[i].isdigit() or (text[i].isalpha() and i > pos + len(cmd))):  # \boxed 5
-            m = _BARE_BOX.match(text, i)
-            content = m.group(0) if m else None
-        if content is not None and content.strip():
-            joins = _joined < 16 and _JOINER.fullmatch(_between(text, pos))
-            earlier = last_boxed(text[:pos], _joined + 1) if joins else None
-            return f"{earlier}, {content.strip()}" if earlier else content.strip()
-        end = pos
-    return None
+    if cut >= 0:
+        return text[cut + len("</think>") :]
+    return "" if "<think>" in text else text
 
 
 def unwrap_math(span: str) -> str:
@@ -103,68 +64,139 @@ def unwrap_math(span: str) -> str:
             return s
 
 
-def _span_after(text: str, start: int) -> str | None:
-    """The answer written right after a cue phrase: a math span, a box, or the rest of the sentence."""
-    rest = text[start : start + MAX_SPAN].lstrip(" *:")
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if rest.startswith(left):
-            close = rest.find(right, len(left))
-            while close > 0 and rest[close - 1] == "\\" and left[0] == "$":  # an escaped \$ inside
-                close = rest.find(right, close + 1)
-            if close > 0:
-                inner = rest[len(left) : close]
-                return last_boxed(inner) or inner.strip() or None
-    boxed = last_boxed(rest.split("\n", 1)[0])
-    if boxed:
-        return boxed
-    m = _SENTENCE_END.search(rest)
-    span = (rest[: m.start()] if m else rest).strip().rstrip(".,;:!*").strip()
-    span = _CLAUSE.sub("", _REMARK.sub("", span))
-    return unwrap_math(span) or None
+def _strip_remark(s: str) -> str:
+    """Drop a trailing clause ("because ...") and a trailing parenthetical remark with words."""
+    m = _CLAUSE.search(s)
+    if m:
+        s = s[: m.start()]
+    s = s.rstrip(" .,;:!")
+    if s.endswith(")"):
+        depth = 0
+        for i in range(len(s) - 1, -1, -1):
+            depth += (s[i] == ")") - (s[i] == "(")
+            if depth == 0:
+                if _WORD3.search(s[i:]) and i > 0:
+                    s = s[:i].rstrip()
+                break
+    return s
 
 
-def _after_phrase(text: str, pattern: re.Pattern[str]) -> str | None:
-    """The answer after the last match of a cue phrase, or None."""
-    last = None
-    for last in pattern.finditer(text):
-        pass
-    return _span_after(text, last.end()) if last else None
+def cue_answer(sentence: str) -> str | None:
+    """The answer in the sentence after a cue phrase, or None when the sentence holds no answer."""
+    s = sentence.strip().rstrip(".,;:!*").strip()
+    inner = unwrap_math(s)
+    if inner != s and "$" not in inner:  # one math span, possibly wrapped over lines
+        return inner or None
+    if not s:
+        return None
+    spans = math_spans(s)
+    if spans:
+        gaps = [s[: spans[0].start], *(s[a.end : b.start] for a, b in zip(spans, spans[1:])), s[spans[-1].end :]]
+        if all(g.strip(" .,;:!\"'") == "" or only_joins(g) for g in gaps[1:-1]) and not gaps[0].strip(" *\"'\\"):
+            if not _DIGIT.search(gaps[-1]):
+                return ", ".join(sp.content.strip() for sp in spans if sp.content and sp.content.strip()) or None
+    s = _strip_remark(s)
+    outside = s
+    for sp in reversed(spans):
+        outside = outside[: sp.start] + " " + outside[sp.end :]
+    words = _WORD2.findall(_COMMAND.sub(" ", outside))
+    if not words:
+        return unwrap_math(s) or None
+    if not _DIGIT.search(s) and not spans:
+        short = len(words) <= 3 and words[0].lower() not in _NOT_ANSWERS
+        return s if short else None
+    last_math = spans[-1] if spans else None
+    number = last_number_span(s)
+    if last_math is not None and (number is None or last_math.end >= number.start):
+        return last_math.content
+    return number.content if number else None
 
 
-def last_number(text: str) -> str | None:
-    """The last number in the text (integer, decimal, a/b or \\frac{a}{b}), thousands separators kept."""
-    last = None
-    for last in _NUMBER_RE.finditer(text):
-        pass
-    return last.group(0).rstrip(",") if last else None
-
-
-EXTRACTORS = {
-    "boxed": last_boxed,
-    "final_answer": lambda t: _after_phrase(t, _FINAL_RE),
-    "answer_is": lambda t: _after_phrase(t, _ANSWER_IS_RE),
-    "answer_colon": lambda t: _after_phrase(t, _ANSWER_COLON_RE),
-    "last_number": last_number,
-}
-
-
-def extract_answer(text: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES, think: bool = True) -> str | None:
-    """The final answer of a completion by the first strategy that finds one, or None."""
-    if think:
-        text = after_think(text)
-    for name in strategies:
-        found = EXTRACTORS[name](text)
-        if found:
-            return found
+def last_cue(text: str, kinds: tuple[str, ...]) -> Span | None:
+    """The last cue phrase (of the enabled kinds) followed by an answer, as a Span from the cue to the answer end."""
+    found = [m for m in CUE_RE.finditer(text) if _cue_kind(m.group(0)) in kinds]
+    for m in reversed(found[-MAX_CUES:]):
+        sentence, closed = sentence_after(text, m.end())
+        answer = cue_answer(sentence)
+        if answer:
+            return Span(m.start(), m.end() + len(sentence), answer, "cue", closed=closed)
     return None
 
 
+def _wordy(answer: str) -> bool:
+    """An answer of plain words ("reasonable", "odd"): it does not override a box ("the answer is reasonable")."""
+    return not _DIGIT.search(answer) and "\\" not in answer and "$" not in answer
+
+
+def _cue_kind(phrase: str) -> str:
+    low = phrase.lower()
+    if low.startswith("final"):
+        return "final_answer"
+    if low == "####":
+        return "hashes"
+    return "answer_is" if low.endswith("is") else "answer_colon"
+
+
+def final_span(text: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES) -> Span | None:
+    """The final answer-bearing span by position (see module docstring); its content is None when cut off."""
+    candidates: list[Span] = []
+    if "boxed" in strategies:
+        box = joined_boxes(text, boxes(text))
+        if box is not None:
+            candidates.append(box)
+    cue = last_cue(text, strategies)
+    if cue is not None and cue.content and not (candidates and _wordy(cue.content)):
+        candidates.append(cue)
+    if candidates:
+        return max(candidates, key=lambda sp: sp.start)
+    if "last_number" not in strategies:
+        return None
+    maths = [sp for sp in math_spans(text) if sp.content and sp.content.strip()]
+    number = last_number_span(text)
+    if maths and (number is None or maths[-1].end >= number.start):
+        return maths[-1]
+    return number
+
+
+def find_answer(
+    text: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES, think: bool = True, truncated: bool = False
+) -> str | None:
+    """The final answer of a completion, or None (no answer, a cut-off final box, an incomplete truncated one)."""
+    if think:
+        text = after_think(text)
+    span = final_span(text, strategies)
+    if span is None or span.content is None or (truncated and not span.closed):
+        return None
+    return span.content.strip() or None
+
+
+def extract_answer(text: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES, think: bool = True) -> str | None:
+    """The final answer of a completion by position, or None (kept for callers of the old name)."""
+    return find_answer(text, strategies, think)
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the final box (joined with adjacent boxes), or None when there is none or it is cut off."""
+    span = joined_boxes(text, boxes(text))
+    return None if span is None or span.content is None else span.content.strip() or None
+
+
+def last_number(text: str) -> str | None:
+    """The last standalone number (or the tuple it sits in), thousands separators kept."""
+    span = last_number_span(text)
+    return None if span is None else span.content
+
+
 def gold_answer(answer: str) -> str:
-    """The final answer of a gold string: a MATH solution's last box, GSM8K's "#### x", or the string itself."""
+    """The final answer of a gold string: a solution's last box, GSM8K's "#### x", a cue phrase, or the string."""
     if "\\boxed" in answer or "\\fbox" in answer:
         boxed = last_boxed(answer)
         if boxed:
             return boxed
     if "####" in answer:
         return answer.rsplit("####", 1)[1].strip()
+    if len(answer) > 200 and CUE_RE.search(answer):  # a worked solution, not a long expression
+        found = find_answer(answer, think=False)
+        if found:
+            return found
     return unwrap_math(answer)

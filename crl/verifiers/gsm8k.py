@@ -15,7 +15,7 @@ from crl.verifiers.equivalence import numbers_equal
 from crl.verifiers.extract import after_think, extract_answer, last_number
 from crl.verifiers.normalize import text_key
 
-_NUM = re.compile(r"-?(?:\d[\d,]*\.?\d*|\.\d+)(?:/\d+)?")
+_DIGITS = re.compile(r"\d+")
 
 
 def to_number(text: str) -> Fraction | None:
@@ -25,7 +25,7 @@ def to_number(text: str) -> Fraction | None:
         return None
     found = found.replace(",", "")
     if found.startswith(("\\", "-\\")):
-        m = re.findall(r"\d+", found)
+        m = _DIGITS.findall(found)
         value = Fraction(int(m[0]), int(m[1]))
         return -value if found.startswith("-") else value
     try:

@@ -1,9 +1,11 @@
 """The `math` verifier: extract the final answer of a completion and test it for mathematical equivalence.
 
-Extraction (`extract.py`): the last `\\boxed{}`, else "final answer is", "the answer is", "Answer:", else the last
-number, after `</think>` when present. The gold answer may be a bare answer, a MATH solution (its last box) or
-GSM8K's "... #### 18". Both are normalised (`normalize.py`) and compared (`equivalence.py`): identical strings
-and integers are settled without sympy, which keeps the synthetic-arithmetic path at a few microseconds.
+Extraction (`extract.py`): the last answer-bearing span by position (a box, "the final answer is", "the answer is",
+"Answer:", "####"), else the last math span or standalone number, after `</think>` when present; a cut-off final
+box, or an incomplete final answer of a completion stopped by the length limit, is no answer. The gold answer may
+be a bare answer, a MATH solution (its last box) or GSM8K's "... #### 18". Both are normalised (`normalize.py`) and
+compared (`equivalence.py`): identical strings and integers are settled without sympy, which keeps the
+synthetic-arithmetic path at a few microseconds.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import re
 
 from crl.verifiers import Verdict, register
-from crl.verifiers.equivalence import equivalent, parse_node
-from crl.verifiers.extract import DEFAULT_STRATEGIES, extract_answer, gold_answer
-from crl.verifiers.latex import MAX_CHARS, Refused
+from crl.verifiers.equivalence import equivalent
+from crl.verifiers.extract import DEFAULT_STRATEGIES, find_answer, gold_answer
+from crl.verifiers.latex_tokens import MAX_CHARS, Refused
 from crl.verifiers.normalize import normalize
+from crl.verifiers.structure import parse_node
 
 _INT = re.compile(r"^-?\d+$")
 
@@ -49,9 +52,11 @@ def _kind(answer: str) -> str:
 
 
 @register("math")
-def verify(completion: str, answer: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES) -> Verdict:
+def verify(
+    completion: str, answer: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES, truncated: bool = False
+) -> Verdict:
     """1.0 when the completion's final answer is mathematically equal to the gold answer."""
-    raw = extract_answer(completion, strategies)
+    raw = find_answer(completion, strategies, truncated=truncated)
     if raw is None:
         return Verdict(0.0, None, "no_answer")
     pred = normalize(raw)
@@ -64,6 +69,6 @@ def verify(completion: str, answer: str, strategies: tuple[str, ...] = DEFAULT_S
 
 
 @register("math_boxed")
-def verify_boxed(completion: str, answer: str) -> Verdict:
+def verify_boxed(completion: str, answer: str, truncated: bool = False) -> Verdict:
     """Like `math` but reads only a `\\boxed{}` answer (no phrase or last-number fallback): stricter format."""
-    return verify(completion, answer, strategies=("boxed",))
+    return verify(completion, answer, strategies=("boxed",), truncated=truncated)

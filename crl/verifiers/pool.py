@@ -11,19 +11,29 @@ message per chunk. Two limits guard every item:
 The parent uses no signals, only pipes and polling, so `verify_many` works from any thread. Workers start with
 the "forkserver" method (cheap, thread-safe replacements: forked from a server that has `crl.verifiers`
 imported) where available, else "spawn".
+
+The forkserver is a fresh `python -c` process, which would put the current folder first on its path: run from a
+folder holding a `crl/` subfolder (a run folder), it imported that instead of the installed package and every item
+failed. So it starts with PYTHONSAFEPATH=1 (no current folder) and the folder holding the parent's own `crl`
+package first on PYTHONPATH, and the workers import exactly the parent's `crl`. A run in which every item ends in
+"error" raises CrlError naming the first failure, instead of returning verdicts that look like wrong answers.
 """
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from multiprocessing.sharedctypes import RawArray
+from pathlib import Path
 from typing import Any
 
+import crl
 from crl.errors import CrlError
 from crl.verifiers import Verdict, get_verifier
 
@@ -45,27 +55,38 @@ def _on_alarm(signum: int, frame: Any) -> None:
         raise _ItemTimeout()
 
 
-def _check_one(fn: Any, completion: str, answer: str, timeout: float) -> tuple[float, str | None, str]:
+Result = tuple[float, str | None, str, str]  # reward, pred, status, and for "error" the exception in one line
+
+
+def _check_one(fn: Any, completion: str, answer: str, truncated: bool, timeout: float) -> Result:
     """Run one item under the soft limit; any failure becomes a status, never an exception."""
     global _armed
     try:
         try:
             _armed = True
             signal.setitimer(signal.ITIMER_REAL, timeout)
-            v = fn(completion, answer)
+            v = fn(completion, answer, truncated=True) if truncated else fn(completion, answer)
             _armed = False
             if not isinstance(v, Verdict):
                 raise TypeError(f"verifier returned {type(v).__name__}")
-            return float(v.reward), None if v.pred is None else str(v.pred), str(v.status)
+            return float(v.reward), None if v.pred is None else str(v.pred), str(v.status), ""
         except _ItemTimeout:
-            return 0.0, None, "timeout"
-        except Exception:
-            return 0.0, None, "error"
+            return 0.0, None, "timeout", ""
+        except Exception as exc:
+            return 0.0, None, "error", f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
         finally:
             _armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _ItemTimeout:  # the alarm landed between the verifier's return and disarming
-        return 0.0, None, "timeout"
+        return 0.0, None, "timeout", ""
+
+
+def _takes_truncated(fn: Any) -> bool:
+    """Whether a verifier accepts the `truncated` keyword (the built-in math verifiers do; user ones may not)."""
+    try:
+        return "truncated" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _worker(conn: Connection, name: str, timeout: float, state: Any) -> None:
@@ -73,6 +94,7 @@ def _worker(conn: Connection, name: str, timeout: float, state: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGALRM, _on_alarm)
     fn = get_verifier(name)
+    honours_truncated = _takes_truncated(fn)
     state[2] = 1.0
     while True:
         try:
@@ -82,12 +104,38 @@ def _worker(conn: Connection, name: str, timeout: float, state: Any) -> None:
         if items is None:
             return
         out = []
-        for k, (completion, answer) in enumerate(items):
+        for k, (completion, answer, truncated) in enumerate(items):
             state[1] = k
             state[0] = time.monotonic()
-            out.append(_check_one(fn, completion, answer, timeout))
+            out.append(_check_one(fn, completion, answer, truncated and honours_truncated, timeout))
         state[0] = 0.0
         conn.send(out)
+
+
+_start_lock = threading.Lock()
+
+
+def _start_forkserver() -> None:
+    """Start (or find running) the forkserver, importing the parent's own `crl` whatever the current folder holds.
+
+    The server inherits the environment at its start, so the two variables are set around that moment only (a
+    subprocess started by another thread in those milliseconds would inherit them too, harmlessly).
+    """
+    from multiprocessing import forkserver
+
+    root = str(Path(crl.__file__).resolve().parents[1])
+    with _start_lock:
+        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+        os.environ["PYTHONSAFEPATH"] = "1"
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved["PYTHONPATH"]) if p)
+        try:
+            forkserver.ensure_running()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def _context() -> Any:
@@ -95,6 +143,7 @@ def _context() -> Any:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["crl.verifiers"])  # not __main__: a caller's unguarded script would rerun
+        _start_forkserver()
         return ctx
     return mp.get_context("spawn")
 
@@ -128,12 +177,20 @@ class _Slot:
 
 
 def run_pool(
-    completions: list[str], answers: list[str], name: str, workers: int, timeout: float, progress: bool
+    completions: list[str],
+    answers: list[str],
+    name: str,
+    workers: int,
+    timeout: float,
+    progress: bool,
+    truncated: list[bool] | None = None,
 ) -> list[Verdict]:
-    """Verdicts for all items in input order; see the module docstring for the limits."""
+    """Verdicts for all items in input order; see the module docstring for the limits and the all-error rule."""
     n = len(completions)
     if n == 0:
         return []
+    flags = truncated or [False] * n
+    errors: list[str] = []
     workers = workers if workers > 0 else (os.cpu_count() or 1)
     size = max(1, min(MAX_CHUNK, n // (workers * 4)))
     todo: deque[list[int]] = deque(list(range(i, min(i + size, n))) for i in range(0, n, size))
@@ -146,7 +203,7 @@ def run_pool(
     def assign(slot: _Slot) -> None:
         if todo:
             slot.chunk = todo.popleft()
-            slot.conn.send([(completions[i], answers[i]) for i in slot.chunk])
+            slot.conn.send([(completions[i], answers[i], bool(flags[i])) for i in slot.chunk])
         else:
             slot.chunk = None
 
@@ -155,6 +212,9 @@ def run_pool(
         nonlocal done
         chunk = slot.chunk or []
         pos = int(slot.state[1]) if slot.state[0] > 0 else 0
+        if status == "error":
+            code = slot.proc.exitcode
+            errors.append(f"a worker process exited (code {code}) before answering; its traceback is above")
         slot.stop(kill=True)
         if chunk:
             results[chunk[pos]] = Verdict(0.0, None, status)
@@ -179,7 +239,9 @@ def run_pool(
                     slots[slots.index(slot)] = replace(slot, "error")
                     continue
                 for i, r in zip(slot.chunk or [], out):
-                    results[i] = Verdict(*r)
+                    results[i] = Verdict(*r[:3])
+                    if r[3]:
+                        errors.append(r[3])
                 done += len(out)
                 if bar is not None:
                     bar[0].update(bar[1], completed=done)
@@ -201,6 +263,9 @@ def run_pool(
         if bar is not None:
             bar[0].update(bar[1], completed=done)
             bar[0].stop()
+    if all(v is not None and v.status == "error" for v in results):
+        why = errors[0] if errors else "no detail"
+        raise CrlError(f"verifier '{name}' failed on every one of {n} items; first failure: {why}")
     return results  # type: ignore[return-value]
 
 
