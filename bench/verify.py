@@ -61,7 +61,7 @@ def build_items(data: Path, n: int, seed: int) -> list[tuple[str, str, bool, str
     rng = random.Random(seed)
     solutions = [(r["solution"], r["answer"]) for f in ("math500.jsonl", "aime_1983_2023_train.jsonl")
                  for r in _rows(data / f) if "\\boxed" in r.get("solution", "")]
-    from crl.verifiers.extract import last_boxed
+    from crl.answers.extract import last_boxed
 
     solutions += [(r["solution"], last_boxed(r["solution"])) for r in _rows(data / "minerva_math.jsonl")
                   if last_boxed(r["solution"])]
@@ -99,7 +99,7 @@ def build_items(data: Path, n: int, seed: int) -> list[tuple[str, str, bool, str
 
 
 def _clear_caches() -> None:
-    from crl.verifiers import equivalence, latex, normalize, numeric, structure
+    from crl.answers import equivalence, latex, normalize, numeric, structure
 
     for fn in (normalize.normalize, structure.parse_node, equivalence.equivalent, latex._parse_cached,
                numeric.value_at):

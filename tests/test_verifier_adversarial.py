@@ -1,4 +1,4 @@
-"""Hostile input: every regular expression of the verifiers is linear in its input, and no adversarial completion
+"""Hostile input: every regular expression of the verifiers and the answer readers is linear in its input, and no adversarial completion
 costs any verifier more than a fraction of its per-item limit."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import crl.answers
 import crl.verifiers
 from crl.verifiers import STATUSES, get_verifier, verify_many
 
@@ -25,9 +26,10 @@ LIMIT_S = 0.05  # a linear pattern scans 8000 characters in well under a millise
 
 def _patterns() -> list[tuple[str, re.Pattern[str]]]:
     found = []
-    for info in pkgutil.iter_modules(crl.verifiers.__path__):
-        module = importlib.import_module(f"crl.verifiers.{info.name}")
-        found += [(f"{info.name}.{name}", p) for name, p in vars(module).items() if isinstance(p, re.Pattern)]
+    for package in (crl.verifiers, crl.answers):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            found += [(f"{info.name}.{name}", p) for name, p in vars(module).items() if isinstance(p, re.Pattern)]
     return found
 
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crl.verifiers import get_verifier
-from crl.verifiers.extract import gold_answer
+from crl.answers.extract import gold_answer
 
 SHARE = 0.01
 ANSWER_FILES = ("math500.jsonl", "math_train.jsonl", "gsm8k_train.jsonl", "gsm8k_test.jsonl", "aime24.jsonl",

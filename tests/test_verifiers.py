@@ -13,7 +13,7 @@ import pytest
 
 from crl.errors import CrlError
 from crl.verifiers import Verdict, get_verifier, verify_many
-from crl.verifiers.extract import extract_answer, last_boxed
+from crl.answers.extract import extract_answer, last_boxed
 
 CASES = Path(__file__).parent / "verifier_cases.jsonl"
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -188,3 +188,10 @@ def test_math500_solutions_match_their_answers():
     wrong = [(r["answer"], v.pred) for r, v in zip(rows, out) if v.reward != 1.0]
     print(wrong)
     assert len(wrong) <= 0.02 * len(rows)
+
+
+def test_a_second_registration_of_a_verifier_name_is_refused():
+    from crl.verifiers import register
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register("math")(lambda completion, answer: 1.0)

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from crl.errors import CrlError
-from crl.verifiers.extract import gold_answer
+from crl.answers.extract import gold_answer
 
 PROMPT_FIELDS = ("prompt", "problem", "question")
 ANSWER_FIELDS = ("answer", "final_answer", "solution")

@@ -6,7 +6,7 @@ A verifier is a plain function `(completion: str, answer: str) -> Verdict`, regi
 `verify_many` checks a batch in worker processes with a per-item wall-clock limit (see `pool.py`), so a
 pathological answer costs at most its limit and never stalls a run, and it works from any thread.
 
-Model text is never evaluated: answers are parsed by the bounded LaTeX/plain-text parser in `latex.py`, which
+Model text is never evaluated: answers are parsed by the bounded LaTeX/plain-text parser in crl/answers/latex.py, which
 builds sympy objects directly and refuses huge powers, factorials and very long inputs.
 """
 
@@ -38,6 +38,8 @@ def register(name: str) -> Callable[[Verifier], Verifier]:
     """Decorator: make a verifier function available under `name` (for `--verifier name`)."""
 
     def add(fn: Verifier) -> Verifier:
+        if name in REGISTRY:
+            raise ValueError(f"verifier {name!r} is registered twice")
         REGISTRY[name] = fn
         return fn
 

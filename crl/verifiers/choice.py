@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 
 from crl.verifiers import Verdict, register
-from crl.verifiers.extract import after_think, extract_answer
-from crl.verifiers.normalize import normalize
+from crl.answers.extract import after_think, extract_answer
+from crl.answers.normalize import normalize
 
 _LETTER = re.compile(r"(?<![A-Za-z\\])\(?([A-Ja-j])\)?(?![A-Za-z])")
 _PAREN = re.compile(r"\(([A-J])\)")

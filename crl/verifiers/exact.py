@@ -7,7 +7,7 @@ Inner whitespace runs count as one space; case matters.
 from __future__ import annotations
 
 from crl.verifiers import Verdict, register
-from crl.verifiers.extract import extract_answer, gold_answer, unwrap_math
+from crl.answers.extract import extract_answer, gold_answer, unwrap_math
 
 
 def _squash(s: str) -> str:

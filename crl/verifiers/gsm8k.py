@@ -11,9 +11,9 @@ import re
 from fractions import Fraction
 
 from crl.verifiers import Verdict, register
-from crl.verifiers.equivalence import numbers_equal
-from crl.verifiers.extract import after_think, extract_answer, last_number
-from crl.verifiers.normalize import text_key
+from crl.answers.equivalence import numbers_equal
+from crl.answers.extract import after_think, extract_answer, last_number
+from crl.answers.normalize import text_key
 
 _DIGITS = re.compile(r"\d+")
 

@@ -1,10 +1,10 @@
 """The `math` verifier: extract the final answer of a completion and test it for mathematical equivalence.
 
-Extraction (`extract.py`): the last answer-bearing span by position (a box, "the final answer is", "the answer is",
+Extraction (`crl/answers/extract.py`): the last answer-bearing span by position (a box, "the final answer is", "the answer is",
 "Answer:", "####"), else the last math span or standalone number, after `</think>` when present; a cut-off final
 box, or an incomplete final answer of a completion stopped by the length limit, is no answer. The gold answer may
-be a bare answer, a MATH solution (its last box) or GSM8K's "... #### 18". Both are normalised (`normalize.py`) and
-compared (`equivalence.py`): identical strings and integers are settled without sympy, which keeps the
+be a bare answer, a MATH solution (its last box) or GSM8K's "... #### 18". Both are normalised (`crl/answers/normalize.py`) and
+compared (`crl/answers/equivalence.py`): identical strings and integers are settled without sympy, which keeps the
 synthetic-arithmetic path at a few microseconds.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 
 from crl.verifiers import Verdict, register
-from crl.verifiers.equivalence import equivalent
-from crl.verifiers.extract import DEFAULT_STRATEGIES, find_answer, gold_answer
-from crl.verifiers.latex_tokens import MAX_CHARS, Refused
-from crl.verifiers.normalize import normalize
-from crl.verifiers.structure import parse_node
+from crl.answers.equivalence import equivalent
+from crl.answers.extract import DEFAULT_STRATEGIES, find_answer, gold_answer
+from crl.answers.latex_tokens import MAX_CHARS, Refused
+from crl.answers.normalize import normalize
+from crl.answers.structure import parse_node
 
 _INT = re.compile(r"^-?\d+$")
 

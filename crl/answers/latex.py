@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import sympy as sp
 
-from crl.verifiers.latex_tokens import (
+from crl.answers.latex_tokens import (
     DIV,
     FUNCS,
     GREEK,

@@ -11,19 +11,19 @@ compared against a set. Endpoints compare like any scalar (the decimal tolerance
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import sympy as sp
 
-from crl.verifiers.latex import parse_math
-from crl.verifiers.latex_tokens import NotMath, Refused
-from crl.verifiers.numeric import scalars_equal
-from crl.verifiers.normalize import text_key
-from crl.verifiers.structure import REL_RE, Node, parse_node
+from crl.answers.latex import parse_math
+from crl.answers.latex_tokens import NotMath, Refused
+from crl.answers.numeric import scalars_equal
+from crl.answers.normalize import text_key
+from crl.answers.nodes import REL_RE, Node
 
 _OPS = {"<": sp.StrictLessThan, ">": sp.StrictGreaterThan, "\\leq": sp.LessThan, "\\geq": sp.GreaterThan,
         "<=": sp.LessThan, ">=": sp.GreaterThan, "\\neq": sp.Ne, "!=": sp.Ne}
 _CANON = {"<=": "\\leq", ">=": "\\geq", "!=": "\\neq"}
-_FLIP = {"<": ">", ">": "<", "\\leq": "\\geq", "\\geq": "\\leq", "\\neq": "\\neq"}
 _FUNCTION = re.compile(r"^[A-Za-z]\([A-Za-z]\)$")
 _VARIABLE = sp.Symbol("_t")
 
@@ -87,8 +87,9 @@ def parse_relation(s: str) -> Node:
     return Node("rel", (parts, ops), s)
 
 
-def parse_set_like(s: str) -> Node:
-    """Unions of intervals/sets and intervals with an infinite end, as a sympy Set (kind "sset")."""
+def parse_set_like(s: str, parse_node: Callable[[str], Node]) -> Node:
+    """Unions of intervals/sets and intervals with an infinite end, as a sympy Set (kind "sset"); each piece is
+    read by ``parse_node`` (the structure reader, passed in because it reads unions with this function)."""
     pieces = [p.strip() for p in s.split("\\cup")]
     result, approx = sp.S.EmptySet, False
     for p in pieces:
@@ -163,15 +164,3 @@ def sets_equal(a: sp.Set, b: sp.Set, approx: bool) -> bool:
         if not all(scalars_equal(u, v, approx) for u, v in ends):
             return False
     return True
-
-
-def relations_equal(p: Node, g: Node) -> bool:
-    """Unsolved relations: same operators and equal parts, also read mirrored (a < b is b > a)."""
-    (pp, po), (gp, go) = p.value, g.value
-    for parts, ops in ((pp, po), (pp[::-1], [_FLIP[o] for o in po[::-1]])):
-        if ops == go and len(parts) == len(gp):
-            from crl.verifiers.equivalence import nodes_equal  # equivalence builds on this module
-
-            if all(nodes_equal(parse_node(a), parse_node(b)) for a, b in zip(parts, gp)):
-                return True
-    return False

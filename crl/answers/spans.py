@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from crl.verifiers.normalize import UNITS
+from crl.answers.normalize import UNITS
 
 MAX_SPAN = 2000  # characters read after a cue phrase; longer answers are refused downstream anyway
 

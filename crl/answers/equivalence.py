@@ -30,11 +30,12 @@ from functools import lru_cache
 
 import sympy as sp
 
-from crl.verifiers.latex_tokens import Refused
-from crl.verifiers.normalize import text_key
-from crl.verifiers.numeric import RTOL, scalars_equal, value_at
-from crl.verifiers.relations import as_set, relations_equal, sets_equal
-from crl.verifiers.structure import Node, parse_node
+from crl.answers.latex_tokens import Refused
+from crl.answers.normalize import text_key
+from crl.answers.numeric import RTOL, scalars_equal, value_at
+from crl.answers.nodes import Node
+from crl.answers.relations import as_set, sets_equal
+from crl.answers.structure import parse_node
 
 _RTOL = Fraction(int(RTOL.p), int(RTOL.q))
 _DECIMAL_COMMA = re.compile(r"^(-?\d+),(\d+)$")
@@ -200,6 +201,18 @@ def nodes_equal(p: Node, g: Node) -> bool:
     if kp == "rel" and kg == "rel":
         return relations_equal(p, g)
     return text_key(p.text) == text_key(g.text)
+
+
+_FLIP = {"<": ">", ">": "<", "\\leq": "\\geq", "\\geq": "\\leq", "\\neq": "\\neq"}
+
+
+def relations_equal(p: Node, g: Node) -> bool:
+    """Unsolved relations: same operators and equal parts, also read mirrored (a < b is b > a)."""
+    (pp, po), (gp, go) = p.value, g.value
+    for parts, ops in ((pp, po), (pp[::-1], [_FLIP[o] for o in po[::-1]])):
+        if ops == go and len(parts) == len(gp) and all(nodes_equal(parse_node(a), parse_node(b)) for a, b in zip(parts, gp)):
+            return True
+    return False
 
 
 @lru_cache(maxsize=1 << 16)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from crl.verifiers.spans import (
+from crl.answers.spans import (
     CUE_RE,
     Span,
     boxes,

@@ -19,22 +19,21 @@ Reading rules, from the loosest binding to the tightest:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
 
 import sympy as sp
 
-from crl.verifiers.latex import parse_math
-from crl.verifiers.latex_tokens import MAX_CHARS, NotMath, Refused
-from crl.verifiers.normalize import text_key
-from crl.verifiers.numeric import value_at
+from crl.answers.latex import parse_math
+from crl.answers.latex_tokens import MAX_CHARS, NotMath, Refused
+from crl.answers.normalize import text_key
+from crl.answers.nodes import REL_RE, Node
+from crl.answers.numeric import value_at
+from crl.answers.relations import interval_to_infinity, parse_relation, parse_set_like
 
 MAX_ITEMS = 64
 NUMBER_RE = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d{1,4})?%?$")
 FRACTION_RE = re.compile(r"^(-?)(?:\\frac\{(-?\d+)\}\{(\d+)\}|(\d+)/(\d+))$")
-REL_RE = re.compile(r"\\leq|\\geq|\\neq|<=|>=|!=|<|>")
 _ATOM = r"(?:[A-Za-z]{1,4}|\\[a-zA-Z]+)(?:_\{?[A-Za-z0-9]{1,8}\}?)?'*(?:\([A-Za-z]\))?"
 LABEL_RE = re.compile(
     rf"^(?:{_ATOM}|\|{_ATOM}\||\\frac\{{{_ATOM}\}}\{{{_ATOM}\}}|{_ATOM}:{_ATOM}|\(\s*{_ATOM}(?:\s*,\s*{_ATOM})+\s*\))$"
@@ -44,19 +43,6 @@ _MATRIX_RE = re.compile(r"^\\begin\{([pbBvV]?matrix|array)\}(?:\{[lcr|]*\})?(.*)
 _SPACE = re.compile(r"\s")
 _IN = re.compile(r"\\in(?![a-zA-Z])")
 _REALS = {"mathbbr", "allrealnumbers", "allreals", "reals", "realnumbers", "(-infty,infty)", "(-infty,+infty)"}
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """A parsed answer: its kind, value, normalised text, and the flags the float and percent policy need."""
-
-    kind: str  # num | expr | text | seq | set | list | eq | rel | matrix | ratio | alt | sset
-    value: Any
-    text: str
-    approx: bool = False
-    pct: bool = False
-    brackets: str = ""  # "()" "[)" ... for seq; the label for an assignment (kind eq)
-    labels: tuple[str, ...] = ()  # names of a labelled tuple ("x = 5, y = 2")
 
 
 def split_top(s: str, seps: str = ",;") -> list[str]:
@@ -181,8 +167,6 @@ def _equation(s: str) -> Node | None:
 @lru_cache(maxsize=1 << 15)
 def parse_node(s: str) -> Node:
     """The structure of a normalised answer (see module docstring); raises Refused for oversized input."""
-    from crl.verifiers.relations import interval_to_infinity, parse_relation, parse_set_like  # builds on this module
-
     s = s.strip()
     quick = _number(s)
     if quick is not None:
@@ -218,7 +202,7 @@ def parse_node(s: str) -> Node:
     if len(items) > 1 and not (s[0] in "([" and encloses(s)) and not (s.startswith("\\{") and encloses(s[1:])):
         return _comma_group(s, items)
     if "\\cup" in s:
-        return parse_set_like(s)
+        return parse_set_like(s, parse_node)
     equation = _equation(s) if "=" in s else None
     if equation is not None:
         return equation
