@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import platform
 import sys
@@ -236,9 +237,9 @@ def main() -> None:
                 data = rollouts(workloads[wname], vocab, args.device)
                 tokens = sum(len(s) for s in data.seqs)
                 step = {
-                    "crl": lambda: crl_step(model, optimizer, data, setup, attn),
-                    "usual": lambda: usual_step(model, optimizer, data, setup),
-                    "trl": lambda: usual_step(model, optimizer, data, setup, trl=True),
+                    "crl": functools.partial(crl_step, model, optimizer, data, setup, attn),
+                    "usual": functools.partial(usual_step, model, optimizer, data, setup),
+                    "trl": functools.partial(usual_step, model, optimizer, data, setup, trl=True),
                 }[method]
                 row = dict(model=shape, params=n_params, workload=wname, method=method, attn=attn, tokens=tokens,
                            budget=budget, gradient_checkpointing=recompute, precision=args.precision)
