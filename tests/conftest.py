@@ -60,3 +60,17 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+TRAIN_CPU = ("--device", "cpu", "--lr", "1e-3", "--token-budget", "256")  # small, quick updates that move the weights
+
+
+@pytest.fixture(scope="module")
+def verified_setup(tmp_path_factory):
+    """(folder, model, verified/): random rollouts of 4 groups written as `crl verify` writes them."""
+    from test_distributed import make_model, make_verified
+
+    tmp = tmp_path_factory.mktemp("verified")
+    model = make_model(tmp / "model")
+    (tmp / "verified").mkdir()
+    return tmp, model, make_verified(tmp / "verified", model, groups=4)

@@ -10,34 +10,22 @@ import polars as pl
 import pytest
 import torch
 
-from conftest import crl_main
+from conftest import TRAIN_CPU, crl_main
 from crl.config import parse_set, resolve
 from crl.data.schemas import read_verified
 from crl.engine.policy import Runtime
 from crl.engine.steps import before_update, micro_batch, plan, rollouts_from
 from crl.engine.trainer import Trainer
 from crl.errors import CrlError
-from test_distributed import make_model, make_verified
-
-TRAIN = ("--device", "cpu", "--lr", "1e-3", "--token-budget", "256")
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trainer")
-    model = make_model(tmp / "model")
-    (tmp / "verified").mkdir()
-    return tmp, model, make_verified(tmp / "verified", model, groups=4)
-
 
 def run_config(*items: str):
     return resolve([(parse_set(["train.device=cpu", *items]), "--set")]).config
 
 
-def test_lora_gradient_is_full_fine_tuning_gradient_through_the_adapters(setup):
+def test_lora_gradient_is_full_fine_tuning_gradient_through_the_adapters(verified_setup):
     """dL/dB = s G A^T and dL/dA = s B^T G, with G the full fine-tuning gradient at W = W0 + s B A."""
     peft = pytest.importorskip("peft")
-    _, model, _ = setup
+    _, model, _ = verified_setup
     from transformers import AutoModelForCausalLM
 
     from crl.engine.logprobs import TokenSeq, completion_logprobs
@@ -59,21 +47,21 @@ def test_lora_gradient_is_full_fine_tuning_gradient_through_the_adapters(setup):
         torch.testing.assert_close(A.grad, scale * B.T @ G, rtol=1e-9, atol=1e-12)
 
 
-def test_lora_round_saves_adapters_only_and_continues(setup, cli):
+def test_lora_round_saves_adapters_only_and_continues(verified_setup, cli):
     pytest.importorskip("peft")
-    tmp, model, verified = setup
+    tmp, model, verified = verified_setup
     lora = ("--lora-rank", "4", "--lora-target", "q_proj", "--lora-target", "v_proj")
-    assert crl_main("train", verified, "--model", model, "--out", tmp / "lora1", *lora, *TRAIN) == 0
+    assert crl_main("train", verified, "--model", model, "--out", tmp / "lora1", *lora, *TRAIN_CPU) == 0
     files = {p.name for p in (tmp / "lora1").iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "optimizer.pt"} <= files and "model.safetensors" not in files
     state = torch.load(tmp / "lora1" / "optimizer.pt", weights_only=True)["state"]
     assert state and all("lora_" in name for name in state)  # AdamW state of the adapters only
-    assert crl_main("train", verified, "--model", tmp / "lora1", "--out", tmp / "lora2", *TRAIN) == 0
+    assert crl_main("train", verified, "--model", tmp / "lora1", "--out", tmp / "lora2", *TRAIN_CPU) == 0
     assert json.loads((tmp / "lora2" / "trainer_state.json").read_text())["round"] == 2
 
 
-def test_truncated_importance_weights_are_capped_ratios_of_trainer_to_sampler(setup):
-    _, model, verified = setup
+def test_truncated_importance_weights_are_capped_ratios_of_trainer_to_sampler(verified_setup):
+    _, model, verified = verified_setup
     rows, _, meta = read_verified(verified)  # the sampler's log-probs there are all -4
     run = run_config("train.objective=grpo", "train.tis_cap=2.0")
     trainer = Trainer(str(model), run)
@@ -91,10 +79,10 @@ def test_truncated_importance_weights_are_capped_ratios_of_trainer_to_sampler(se
         Trainer(str(model), run_config("train.objective=conspo", "train.tis_cap=2.0"))
 
 
-def test_behaviour_logprobs_use_the_packing_of_the_training_pass(setup):
+def test_behaviour_logprobs_use_the_packing_of_the_training_pass(verified_setup):
     """In bf16 the old log-probs were computed with another packing than the training forward, so the first
     update's ratios were not 1; now each step's old log-probs come from exactly its own micro-batches."""
-    _, model, verified = setup
+    _, model, verified = verified_setup
     rows, _, meta = read_verified(verified)
     run = run_config("train.precision=bf16-mixed", "train.minibatches=2", "train.token_budget=64")
     trainer = Trainer(str(model), run)
@@ -106,11 +94,11 @@ def test_behaviour_logprobs_use_the_packing_of_the_training_pass(setup):
         assert torch.equal(batch.logp.detach() * batch.mask, batch.old_logp * batch.mask)
 
 
-def test_staged_online_dpo_keeps_the_run_start_as_reference(setup):
+def test_staged_online_dpo_keeps_the_run_start_as_reference(verified_setup):
     """Round 2 of a staged run trains against the base model recorded in round 1's checkpoint: its first loss
     is no longer exactly log 2 (the reference used to be the behaviour policy itself)."""
-    tmp, model, verified = setup
-    args = ("--objective", "online-dpo", "--option", "beta=1.0", *TRAIN)
+    tmp, model, verified = verified_setup
+    args = ("--objective", "online-dpo", "--option", "beta=1.0", *TRAIN_CPU)
     assert crl_main("train", verified, "--model", model, "--out", tmp / "dpo1", *args) == 0
     assert crl_main("train", verified, "--model", tmp / "dpo1", "--out", tmp / "dpo2", *args) == 0
     first = pl.read_parquet(tmp / "dpo1" / "train_log.parquet")["loss"][0]
@@ -120,10 +108,10 @@ def test_staged_online_dpo_keeps_the_run_start_as_reference(setup):
     assert json.loads((tmp / "dpo2" / "trainer_state.json").read_text())["base"] == str(model)
 
 
-def test_staged_conspo_margin_follows_the_planned_rounds(setup):
+def test_staged_conspo_margin_follows_the_planned_rounds(verified_setup):
     """crl train used to run ConSPO's curriculum at progress 0 (margin 0) in every round of a staged run."""
-    tmp, model, verified = setup
-    assert crl_main("train", verified, "--model", model, "--out", tmp / "c1", "--rounds", "2", *TRAIN) == 0
-    assert crl_main("train", verified, "--model", tmp / "c1", "--out", tmp / "c2", "--rounds", "2", *TRAIN) == 0
+    tmp, model, verified = verified_setup
+    assert crl_main("train", verified, "--model", model, "--out", tmp / "c1", "--rounds", "2", *TRAIN_CPU) == 0
+    assert crl_main("train", verified, "--model", tmp / "c1", "--out", tmp / "c2", "--rounds", "2", *TRAIN_CPU) == 0
     assert pl.read_parquet(tmp / "c1" / "train_log.parquet")["margin"][0] == 0.0  # progress 0/2
     assert pl.read_parquet(tmp / "c2" / "train_log.parquet")["margin"][0] == pytest.approx(0.01)  # 1/2 > alpha

@@ -59,20 +59,18 @@ def import_cmd(
 @data_app.command("list")
 def list_cmd() -> None:
     """Known sets, the shipped ones, and which are present locally, with their row counts."""
-    from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    from crl.default import SHIPPED_DIR
     from crl.data.catalogue import listing
     from crl.data.prompts import data_home
+    from crl.default import SHIPPED_DIR
+    from crl.views.report import print_listing
 
-    table = Table(title=f"prompt sets (data home: {data_home()})")
-    for col, justify in (("name", "left"), ("kind", "left"), ("present", "left"), ("rows", "right"), ("hub", "left"), ("about", "left")):
-        table.add_column(col, justify=justify, overflow="fold")
+    rows = []
     for row in listing():
         where = "shipped" if row["path"] and row["path"].parent == SHIPPED_DIR else "data home"
         present = f"[green]{where}: {escape(row['path'].name)}[/green]" if row["path"] else "[dim]no[/dim]"
-        rows = "" if row["rows"] is None else str(row["rows"])
-        table.add_row(escape(row["name"]), row["kind"], present, rows, escape(row["hub"]), escape(row["note"]))
-    Console().print(table)
+        rows.append([escape(row["name"]), row["kind"], present, "" if row["rows"] is None else str(row["rows"]),
+                     escape(row["hub"]), escape(row["note"])])
+    columns = [("name", "left"), ("kind", "left"), ("present", "left"), ("rows", "right"), ("hub", "left"), ("about", "left")]
+    print_listing(f"prompt sets (data home: {data_home()})", columns, rows)

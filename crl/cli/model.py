@@ -69,17 +69,15 @@ def import_cmd(
 @model_app.command("list")
 def list_cmd() -> None:
     """Known models, the shipped one, and which are present locally, with where they came from and their size."""
-    from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     from crl.data.models import human_size, listing, model_home
+    from crl.views.report import print_listing
 
-    table = Table(title=f"models (model home: {model_home()})")
-    for col, justify in (("name", "left"), ("kind", "left"), ("present", "left"), ("size", "right"), ("source", "left"), ("about", "left")):
-        table.add_column(col, justify=justify, overflow="fold")
+    rows = []
     for row in listing():
         present = f"[green]{escape(str(row['path']))}[/green]" if row["path"] else "[dim]no[/dim]"
-        size = "" if row["size"] is None else human_size(row["size"])
-        table.add_row(escape(row["name"]), row["kind"], present, size, escape(row["source"]), escape(row["note"]))
-    Console().print(table)
+        rows.append([escape(row["name"]), row["kind"], present, "" if row["size"] is None else human_size(row["size"]),
+                     escape(row["source"]), escape(row["note"])])
+    columns = [("name", "left"), ("kind", "left"), ("present", "left"), ("size", "right"), ("source", "left"), ("about", "left")]
+    print_listing(f"models (model home: {model_home()})", columns, rows)

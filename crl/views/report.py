@@ -25,6 +25,16 @@ def _cell(v: Any) -> str:
     return "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def print_listing(title: str, columns: list[tuple[str, str]], rows: list[list[str]]) -> None:
+    """A catalogue table (``crl data list``, ``crl model list``): (name, justify) columns, rows of rich text."""
+    table = Table(title=title)
+    for col, justify in columns:
+        table.add_column(col, justify=justify, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    stdout.print(table)
+
+
 def print_summary(stats: dict[str, Any], title: str) -> None:
     table = Table(title=title, show_header=False)
     for key, value in stats.items():
