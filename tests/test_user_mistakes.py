@@ -256,6 +256,9 @@ CASES = [
     C("eval-out-empty", f"eval {FEW} --out=", "--out", bullet=TRACE),
     C("verify-negative-token-ids", "verify {d}/negative-ids.parquet", "negative token id", bullet=TRACE),
     C("train-logprobs-shorter-than-completion", "train {d}/v-short-logprobs --old-logprobs rollout", "logprobs", bullet=TRACE),
+    C("generate-unknown-flag", f"generate {FEW} --lr nan", "--lr", bullet=TRACE),
+    C("generate-flag-not-a-number", f"generate {FEW} --n many", "--n", bullet=TRACE),
+    C("generate-missing-argument", "generate", "prompts", bullet=TRACE),
     # accepted silently although meaningless
     C("train-lr-inf", f"train {V} --lr inf", "train.lr", bullet=SILENT),
     C("train-max-grad-norm-nan", f"train {V} --max-grad-norm nan", "train.max_grad_norm", bullet=SILENT),
@@ -365,6 +368,76 @@ def test_replacing_an_output_removes_the_old_one_only_after_the_new_one_is_in_pl
     assert (out / "marker").read_text() == "new"
     assert seen and all(state == "new" for _, state in seen), seen  # every removal happened after the swap
     assert not list(tmp_path.glob(".crl-tmp-*"))
+
+
+# ------------------------------------------------------------------------------ signals and the run lock
+
+PAUSE = """
+import importlib, pathlib, sys, time
+marker, target, *argv = sys.argv[1:]
+module, _, attrs = target.partition(":")
+*path, name = attrs.split(".")
+owner = importlib.import_module(module)
+for attr in path:
+    owner = getattr(owner, attr)
+
+def paused(*args, **kwargs):
+    pathlib.Path(marker).touch()
+    time.sleep(300)
+
+setattr(owner, name, paused)
+sys.argv = ["crl", *argv]
+from crl.cli import main
+main()
+"""
+
+
+def paused_crl(marker: Path, target: str, *args: object, cwd: Path) -> subprocess.Popen:
+    """``crl ARGS`` in a process that stops at ``target`` ("module:attr.path") and touches ``marker`` there,
+    so that a signal or a second process arrives at a known moment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-c", PAUSE, str(marker), target, *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the command never reached the moment"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("moment, target", [("training", "crl.engine.trainer:optimizer_step"), ("saving", "torch:save")])
+@pytest.mark.parametrize("sig, code, line", [(signal.SIGTERM, 143, "crl: terminated"), (signal.SIGINT, 130, "crl: interrupted")],
+                         ids=["sigterm", "ctrl-c"])
+def test_a_signal_during_train_leaves_one_line_and_no_temporary(moment, target, sig, code, line, inputs, tmp_path):
+    marker = tmp_path / "reached"
+    process = paused_crl(marker, target, "train", inputs / "v", "--out", tmp_path / "ck", cwd=tmp_path)
+    wait_for(marker, process)
+    if moment == "saving":
+        assert list(tmp_path.glob(".crl-tmp-ck.*")), "the checkpoint's temporary should exist while saving"
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert assert_one_line(err, line) == line
+    assert not list(tmp_path.rglob(".crl-tmp-*")) and not (tmp_path / "ck").exists()
+
+
+def test_a_second_process_on_a_run_is_refused_while_the_first_holds_it(inputs, user, cli):
+    marker, run = user / "reached", user / "run"
+    first = paused_crl(marker, "crl.stages.iterate:run_round", *ITERATE.format(d=inputs).split(), "--out", run, cwd=user)
+    try:
+        wait_for(marker, first)
+        before = snapshot(user.parent, inputs)
+        code, _, err = cli(*ITERATE.format(d=inputs).split(), "--out", run, "--resume")
+        assert code == 2 and f"pid {first.pid}" in assert_one_line(err), err
+        assert snapshot(user.parent, inputs) == before
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143
 
 
 @pytest.mark.xfail(strict=False, reason="verifier workers import ./crl (another agent fixes the worker import and makes an all-error verify fail)")
