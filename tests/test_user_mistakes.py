@@ -244,6 +244,11 @@ CASES = [
     C(f"eval-out-read-only-{READ_ONLY}", f"eval {FEW} --out ro/e.parquet", "cannot write", bullet=TRACE, setup=read_only),
     C(f"data-import-out-read-only-{READ_ONLY}", f"data import {FEW} --out ro", "cannot write", bullet=TRACE, setup=read_only),
     # tracebacks: prompt files that are not what they claim
+    C("generate-jsonl-not-utf8", "generate {d}/latin1.jsonl", "latin1.jsonl:1", "UTF-8", bullet=TRACE),
+    C("data-import-jsonl-not-utf8", "data import {d}/latin1.jsonl", "latin1.jsonl:1", "UTF-8", bullet=TRACE),
+    C("generate-jsonl-line-not-object", "generate {d}/not-object.jsonl", "not-object.jsonl:2", "object", bullet=TRACE),
+    C("data-import-jsonl-line-not-object", "data import {d}/not-object.jsonl", "not-object.jsonl:2", "object", bullet=TRACE),
+    C("generate-folder-named-jsonl", "generate {d}/x.jsonl", "x.jsonl", "folder", bullet=TRACE),
     C("data-import-folder-named-jsonl", "data import {d}/x.jsonl", "x.jsonl", "folder", bullet=TRACE),
     # tracebacks: settings out of range, devices that are not there, flags that do not exist
     C("train-lr-nan", f"train {V} --lr nan", "train.lr", "finite", bullet=TRACE),
@@ -271,9 +276,13 @@ CASES = [
     C("train-verified-without-crl-metadata", "train {d}/v-no-metadata", "metadata", bullet=SILENT),
     C("verify-duplicate-prompt-sample", "verify {d}/duplicate-rows.parquet", "appears twice", bullet=SILENT),
     C("verify-integer-gold-answer", "verify {d}/integer-answer.parquet", "answer", bullet=SILENT),
+    C("generate-nan-gold-answer", "generate {d}/nan-answer.jsonl", "row 1", "answer", bullet=SILENT),
+    C("data-import-nan-gold-answer", "data import {d}/nan-answer.jsonl", "answer", bullet=SILENT),
     # silent loss or corruption
     C("iterate-resume-not-a-run", f"{ITERATE} --resume --out mywork", "not a run folder", bullet=CORRUPT),
     C("iterate-resume-without-config", f"{ITERATE} --resume --out lost", "config.toml", bullet=CORRUPT, setup=run_without_config),
+    C("generate-duplicate-prompt-ids", "generate {d}/dup-ids.jsonl", "rows 1 and 2", "'a'", bullet=CORRUPT),
+    C("data-import-duplicate-prompt-ids", "data import {d}/dup-ids.jsonl", "rows 1 and 2", "'a'", bullet=CORRUPT),
     C("verify-shards-mixing-tokenizers", "verify {d}/mixed", "tokenizer", bullet=CORRUPT),
     C("iterate-prompts-per-round-zero", f"{ITERATE} --out run --set prompts_per_round=0", "prompts_per_round", bullet=CORRUPT),
     C("verify-null-gold-answer", "verify {d}/null-answer.parquet", "answer", bullet=CORRUPT),
