@@ -228,9 +228,13 @@ GPU = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cud
 CASES = [
     # data loss through --out: refused without --overwrite, and with it (a user's folder or file is not an output)
     C("generate-out-user-folder", f"generate {FEW} --out mywork", "mywork", bullet=LOSS),
+    C("generate-out-user-folder-overwrite", f"generate {FEW} --out mywork --overwrite", "mywork", "folder", bullet=LOSS),
     C("eval-out-user-folder", f"eval {FEW} --out mywork", "mywork", bullet=LOSS),
+    C("eval-out-user-folder-overwrite", f"eval {FEW} --out mywork --overwrite", "mywork", "folder", bullet=LOSS),
     C("train-out-user-folder", f"train {V} --out mywork", "mywork", bullet=LOSS),
+    C("train-out-user-folder-overwrite", f"train {V} --out mywork --overwrite", "mywork", "did not write", bullet=LOSS),
     C("verify-out-user-file", f"verify {R} --out notes.txt", "notes.txt", bullet=LOSS),
+    C("verify-out-user-file-overwrite", f"verify {R} --out notes.txt --overwrite", "notes.txt", "a file", bullet=LOSS),
     C("verify-out-own-input", f"verify {R} --out {R} --overwrite", "input", bullet=LOSS),
     C("verify-out-parent-folder", f"verify {R} --out .. --overwrite", "current folder", bullet=LOSS, cwd="sub"),
     C("verify-out-home", f"verify {R} --out ~ --overwrite", "home folder", bullet=LOSS),

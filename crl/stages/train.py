@@ -30,7 +30,7 @@ def train(
 ) -> pl.DataFrame:
     """Run one round of training and write the checkpoint folder; returns the per-step log."""
     check_options(run.train.objective, run.train.options)
-    check_output(out, overwrite=overwrite, inputs=[p for p in (verified, model, run.train.ref) if p])
+    check_output(out, overwrite=overwrite, inputs=[p for p in (verified, model, run.train.ref) if p], folder=True)
     rows, _, meta = read_verified(verified)
     with distributed.session(run.train.device):
         trainer = Trainer(model, run)
