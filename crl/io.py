@@ -152,7 +152,7 @@ def check_output(path: str | Path, *, overwrite: bool, inputs: Iterable[str | Pa
             kind = kind_of(path)
             what = f"holds a previous crl output ({kind})" if kind else f"exists and is not a crl output of this kind ({'a folder' if path.is_dir() else 'a file'})"
             raise CrlError(f"{flag} {path}: {what}; it was left untouched (choose another {flag}, or pass --overwrite to replace it)")
-    _check_writable(path, flag)
+    check_writable(path, flag)
     return path
 
 
@@ -166,7 +166,8 @@ def _check_replaceable(path: Path, folder: bool, flag: str) -> None:
         raise CrlError(f"{flag} {path}: is a folder of files that crl did not write; --overwrite replaces only crl's own folders (choose another {flag})")
 
 
-def _check_writable(path: Path, flag: str) -> None:
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse, with one line, an output whose nearest existing folder cannot be written in (read-only)."""
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

@@ -246,6 +246,7 @@ CASES = [
     C(f"verify-out-read-only-{READ_ONLY}", f"verify {R} --out ro/v", "cannot write", bullet=TRACE, setup=read_only),
     C(f"train-out-read-only-{READ_ONLY}", f"train {V} --out ro/ck", "cannot write", bullet=TRACE, setup=read_only),
     C(f"eval-out-read-only-{READ_ONLY}", f"eval {FEW} --out ro/e.parquet", "cannot write", bullet=TRACE, setup=read_only),
+    C(f"iterate-out-read-only-{READ_ONLY}", f"{ITERATE} --out ro/run", "cannot write", bullet=TRACE, setup=read_only),
     C(f"data-import-out-read-only-{READ_ONLY}", f"data import {FEW} --out ro", "cannot write", bullet=TRACE, setup=read_only),
     # tracebacks: prompt files that are not what they claim
     C("generate-jsonl-not-utf8", "generate {d}/latin1.jsonl", "latin1.jsonl:1", "UTF-8", bullet=TRACE),
