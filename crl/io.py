@@ -74,16 +74,28 @@ def _put_in_place(tmp: Path, path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write a file or a folder into; put it in place at ``path`` on success."""
+    """Yield a temporary path to write a file or a folder into; put it in place at ``path`` on success. A full
+    disk is raised as the OSError it is, whichever library's exception reported it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)
     remove(tmp)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:
+            if not isinstance(e, (OSError, CrlError)) and _disk_full(e, path.parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+            raise
         _put_in_place(tmp, path)
     finally:
         remove(tmp)
+
+
+def _disk_full(error: Exception, folder: Path) -> bool:
+    """Whether a writer failed because the disk is full: its message says so (safetensors and polars carry the
+    system's words in their own exception types) or less than 1 MiB is left there (torch.save says neither)."""
+    return os.strerror(errno.ENOSPC) in str(error) or shutil.disk_usage(folder).free < 2**20
 
 
 def remove(path: Path) -> None:

@@ -300,6 +300,7 @@ CASES = [
     C("iterate-eval-n-zero", f"{ITERATE} --out run --set eval.n=0", "eval.n", bullet=LATE),
     C("iterate-max-new-tokens-zero", f"{ITERATE} --out run --set generate.max_new_tokens=0", "generate.max_new_tokens", bullet=LATE),
     C(f"generate-disk-full-{DISK_FULL}", f"generate {FEW} --out full/r.parquet", "No space left", bullet=LATE, setup=disk_full, code=1, works=True),
+    C(f"train-disk-full-{DISK_FULL}", f"train {V} --out full/ck", "No space left", bullet=LATE, setup=disk_full, code=1, works=True),
     # plot, --model
 ]
 
