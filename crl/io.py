@@ -68,7 +68,11 @@ def _put_in_place(tmp: Path, path: Path) -> None:
     else:
         old = _tmp_sibling(path, "old-")
         os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old, path)  # the old output back where it was
+            raise
         remove(old)
 
 

@@ -385,6 +385,24 @@ def test_replacing_an_output_removes_the_old_one_only_after_the_new_one_is_in_pl
     assert not list(tmp_path.glob(".crl-tmp-*"))
 
 
+def test_a_fault_between_the_two_renames_puts_the_old_output_back(tmp_path, monkeypatch):
+    """Where renameat2 cannot exchange (another OS or filesystem), replacing takes two renames."""
+    out, real_replace, calls = _outputs(tmp_path), os.replace, []
+
+    def replace(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 2:  # the old output is aside, the new one not yet in place
+            raise OSError(errno.EIO, "injected fault")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(crl.io, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(crl.io.os, "replace", replace)
+    with pytest.raises(OSError, match="injected"):
+        _write_new(out)
+    assert (out / "marker").read_text() == "old"
+    assert not list(tmp_path.glob(".crl-tmp-*"))
+
+
 # ------------------------------------------------------------------------------ signals and the run lock
 
 PAUSE = """
