@@ -276,6 +276,8 @@ CASES = [
     C("train-option-tau-zero", f"train {V} --objective disco --option tau=0", "tau", bullet=SILENT),
     C("generate-temperature-inf", f"generate {FEW} --temperature inf", "temperature", bullet=SILENT),
     C("generate-top-p-zero", f"generate {FEW} --top-p 0", "top_p", bullet=SILENT),
+    C("generate-past-model-positions", f"generate {FEW} --max-new-tokens 100000", "256 positions", bullet=SILENT),
+    C("eval-past-model-positions", f"eval {FEW} --max-new-tokens 100000", "256 positions", bullet=SILENT),
     C("verify-nan-logprobs", "verify {d}/nan-logprobs.parquet", "log-prob", bullet=SILENT),
     C("verify-without-crl-metadata", "verify {d}/no-metadata.parquet", "metadata", bullet=SILENT),
     C("train-verified-without-crl-metadata", "train {d}/v-no-metadata", "metadata", bullet=SILENT),
