@@ -304,6 +304,7 @@ CASES = [
     C(f"generate-disk-full-{DISK_FULL}", f"generate {FEW} --out full/r.parquet", "No space left", bullet=LATE, setup=disk_full, code=1, works=True),
     C(f"train-disk-full-{DISK_FULL}", f"train {V} --out full/ck", "No space left", bullet=LATE, setup=disk_full, code=1, works=True),
     # plot, --model
+    C("plot-rollouts-file", f"plot {R}", "metrics", bullet=OTHER),
 ]
 
 
