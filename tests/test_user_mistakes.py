@@ -305,6 +305,8 @@ CASES = [
     C(f"train-disk-full-{DISK_FULL}", f"train {V} --out full/ck", "No space left", bullet=LATE, setup=disk_full, code=1, works=True),
     # plot, --model
     C("plot-rollouts-file", f"plot {R}", "metrics", bullet=OTHER),
+    C("generate-model-missing-local-path", f"generate {FEW} --model ./nope", "./nope", "no such folder", bullet=OTHER),
+    C("train-model-missing-local-path", f"train {V} --model ./nope", "./nope", "no such folder", bullet=OTHER),
 ]
 
 
