@@ -307,6 +307,9 @@ CASES = [
     C("plot-rollouts-file", f"plot {R}", "metrics", bullet=OTHER),
     C("generate-model-missing-local-path", f"generate {FEW} --model ./nope", "./nope", "no such folder", bullet=OTHER),
     C("train-model-missing-local-path", f"train {V} --model ./nope", "./nope", "no such folder", bullet=OTHER),
+    C("train-ref-missing-local-path", f"train {V} --objective online-dpo --ref ./nope", "--ref ./nope", "no such folder", bullet=OTHER),
+    C("iterate-ref-missing-local-path", f"{ITERATE} --out run --objective online-dpo --set train.ref=./nope", "--ref ./nope", bullet=LATE),
+    C("train-lora-rank-past-the-layers", f"train {V} --lora-rank 99999999999999999999", "lora.rank", bullet=TRACE, works=True),
 ]
 
 

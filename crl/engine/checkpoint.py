@@ -18,7 +18,7 @@ STATE_FILE = "trainer_state.json"
 TRAIN_LOG = "train_log.parquet"
 
 
-def resolve_model(spec: str) -> str:
+def resolve_model(spec: str, flag: str = "--model") -> str:
     """A model folder, a hub name, or the name of a model shipped in data/ (``tiny-arith``). A path that is
     plainly local (``./m``, ``../m``, ``/m``, ``~/m``) and missing is refused here, not sent to the hub."""
     from crl.default import SHIPPED_DIR
@@ -26,7 +26,7 @@ def resolve_model(spec: str) -> str:
     if not Path(spec).exists() and (SHIPPED_DIR / spec).is_dir():
         return str(SHIPPED_DIR / spec)
     if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().exists():
-        raise CrlError(f"--model {spec}: no such folder")
+        raise CrlError(f"{flag} {spec}: no such folder")
     return str(Path(spec).expanduser()) if spec.startswith("~") else spec
 
 

@@ -19,6 +19,7 @@ import polars as pl
 from crl.config import RunConfig
 from crl.data.schemas import read_verified
 from crl.engine import distributed
+from crl.engine.checkpoint import resolve_model
 from crl.engine.trainer import Trainer
 from crl.io import check_output
 from crl.objectives import check_options
@@ -30,6 +31,8 @@ def train(
 ) -> pl.DataFrame:
     """Run one round of training and write the checkpoint folder; returns the per-step log."""
     check_options(run.train.objective, run.train.options)
+    if run.train.ref:
+        resolve_model(run.train.ref, "--ref")
     check_output(out, overwrite=overwrite, inputs=[p for p in (verified, model, run.train.ref) if p], folder=True)
     rows, _, meta = read_verified(verified)
     with distributed.session(run.train.device):
