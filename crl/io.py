@@ -5,7 +5,8 @@ The rule every command follows (``check_output`` before any work, ``atomic_path`
 - An output path that does not exist is written. One that exists is refused with one line, unless
   ``--overwrite`` is given; the line says whether it holds a previous crl output of the same kind.
 - Even with ``--overwrite``, crl never replaces an input of the command or a folder that holds one, the current
-  folder or a folder above it, the home folder or the filesystem root.
+  folder or a folder above it, the home folder or the filesystem root, a folder by a file or a file by a
+  folder, or a folder of files that crl did not write.
 - A replaced output is swapped with the new one in a single rename (``renameat2(RENAME_EXCHANGE)`` where Linux
   has it, else two renames), so the old output is gone only once the new one is complete and in place.
 - Writers produce a temporary sibling named ``.crl-tmp-*`` and rename it into place, so a killed command leaves
@@ -67,22 +68,38 @@ def _put_in_place(tmp: Path, path: Path) -> None:
     else:
         old = _tmp_sibling(path, "old-")
         os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old, path)  # the old output back where it was
+            raise
         remove(old)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write a file or a folder into; put it in place at ``path`` on success."""
+    """Yield a temporary path to write a file or a folder into; put it in place at ``path`` on success. A full
+    disk is raised as the OSError it is, whichever library's exception reported it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)
     remove(tmp)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:
+            if not isinstance(e, (OSError, CrlError)) and _disk_full(e, path.parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+            raise
         _put_in_place(tmp, path)
     finally:
         remove(tmp)
+
+
+def _disk_full(error: Exception, folder: Path) -> bool:
+    """Whether a writer failed because the disk is full: its message says so (safetensors and polars carry the
+    system's words in their own exception types) or less than 1 MiB is left there (torch.save says neither)."""
+    return os.strerror(errno.ENOSPC) in str(error) or shutil.disk_usage(folder).free < 2**20
 
 
 def remove(path: Path) -> None:
@@ -110,7 +127,7 @@ def kind_of(path: Path) -> str | None:
             return None
     if path.is_dir():
         marks = {"config.toml": "run folder", "trainer_state.json": "checkpoint", "groups.parquet": "verified/ folder",
-                 "crl-model.json": "model"}
+                 "crl-model.json": "model folder", "model.safetensors": "model folder"}
         return next((kind for name, kind in marks.items() if (path / name).is_file()), None)
     return None
 
@@ -134,9 +151,10 @@ def _protected(inputs: Iterable[str | Path]) -> list[tuple[Path, str, bool]]:
     return out
 
 
-def check_output(path: str | Path, *, overwrite: bool, inputs: Iterable[str | Path] = (), flag: str = "--out") -> Path:
+def check_output(path: str | Path, *, overwrite: bool, inputs: Iterable[str | Path] = (), flag: str = "--out", folder: bool = False) -> Path:
     """Refuse, with one line, an output path that would destroy something the command was not asked to write,
-    or that cannot be written at all; return it. Called before any work starts."""
+    or that cannot be written at all; return it. ``folder``: the command writes a folder there, not a file.
+    Called before any work starts."""
     if str(path).strip() == "":
         raise CrlError(f"{flag}: an empty path; name the file or folder to write")
     path = Path(path).expanduser()
@@ -145,15 +163,27 @@ def check_output(path: str | Path, *, overwrite: bool, inputs: Iterable[str | Pa
         if target == guarded or (parents and target in guarded.parents):
             raise CrlError(f"{flag} {path}: is {why}; crl never replaces it (choose another {flag})")
     if path.exists() or path.is_symlink():
+        _check_replaceable(path, folder, flag)
         if not overwrite:
             kind = kind_of(path)
             what = f"holds a previous crl output ({kind})" if kind else f"exists and is not a crl output of this kind ({'a folder' if path.is_dir() else 'a file'})"
             raise CrlError(f"{flag} {path}: {what}; it was left untouched (choose another {flag}, or pass --overwrite to replace it)")
-    _check_writable(path, flag)
+    check_writable(path, flag)
     return path
 
 
-def _check_writable(path: Path, flag: str) -> None:
+def _check_replaceable(path: Path, folder: bool, flag: str) -> None:
+    """Refuse, even with --overwrite, what one path would take many of a user's files with: a folder replaced
+    by a file or a file by a folder, or a folder of files that crl did not write."""
+    if path.is_dir() != folder:
+        have, want = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
+        raise CrlError(f"{flag} {path}: is {have} and this command writes {want}; crl never replaces one with the other (choose another {flag})")
+    if folder and kind_of(path) is None and any(path.iterdir()):
+        raise CrlError(f"{flag} {path}: is a folder of files that crl did not write; --overwrite replaces only crl's own folders (choose another {flag})")
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse, with one line, an output whose nearest existing folder cannot be written in (read-only)."""
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import sys
 
-import click
 import typer
 import typer.main
 
@@ -37,38 +36,54 @@ def root(
 from crl.cli import generate, verify, train, eval, iterate, data, model, inspect, plot, build_default  # noqa: E402,F401,I001  (registers commands, in --help's order)
 
 
-class Terminated(BaseException):
-    """SIGTERM as an exception, so that temporary outputs are removed on the way out (crl/io.py)."""
+class Stopped(BaseException):
+    """SIGTERM or Ctrl-C as an exception that the parser does not turn into an exit status, so that temporary
+    outputs are removed on the way out (crl/io.py) and the command ends with one line saying which."""
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
+STOPS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
 
 
-def _fail(message: str, code: int) -> None:
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+def _fail(message: str, code: int) -> int:
     print(f"crl: error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(code)
+    return code
+
+
+def _run() -> int:
+    """The command's exit status; every user mistake is one line on stderr and status 2."""
+    try:
+        code = typer.main.get_command(app).main(prog_name="crl", standalone_mode=False)
+    except CrlError as e:
+        return _fail(str(e), 2)
+    except typer.TyperException as e:  # the parser's own errors (typer vendors click since 0.26)
+        if type(e).__name__ == "NoArgsIsHelpError":  # `crl` or `crl data` alone: the help, not an error
+            print(e.format_message())
+            return 0
+        ctx = getattr(e, "ctx", None)
+        return _fail(e.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx else ""), 2)
+    except OSError as e:  # the disk is full, a file vanished: what the system said, about which file
+        return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", 1)
+    return code if isinstance(code, int) else 0
 
 
 def main() -> None:
-    """Entry point: a user mistake is one line on stderr and exit status 2, never a traceback; Ctrl-C and
-    SIGTERM end the command with one line after its temporary outputs are removed."""
-    signal.signal(signal.SIGTERM, _terminate)
+    """Entry point: a user mistake is one line on stderr and exit status 2, never a traceback; Ctrl-C (130) and
+    SIGTERM (143) end the command with one line after its temporary outputs are removed. A signal ignored by the
+    parent process (a background job's Ctrl-C) stays ignored."""
+    previous = {s: signal.getsignal(s) for s in STOPS}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, _stop)
     try:
-        code = typer.main.get_command(app).main(prog_name="crl", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as e:
-        print(e.format_message())
-        code = 0
-    except CrlError as e:
-        _fail(str(e), 2)
-    except click.ClickException as e:  # a flag's value or a missing argument: the parser's own message
-        _fail(e.format_message(), 2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        print("crl: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Terminated:
-        print("crl: terminated", file=sys.stderr)
-        sys.exit(143)
-    except OSError as e:  # the disk is full, a file vanished: what the system said, about which file
-        _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", 1)
-    sys.exit(code if isinstance(code, int) else 0)
+        code = _run()
+    except Stopped as e:
+        word, code = STOPS[e.args[0]]
+        print(f"crl: {word}", file=sys.stderr)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+    sys.exit(code)

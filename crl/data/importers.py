@@ -15,6 +15,7 @@ catalogue entry's renames) before the rows are handed to it.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +130,10 @@ def normalize_row(row: dict[str, Any], rename: dict[str, str] | None = None, pla
     prompt = row.get("prompt")
     if plain and _is_messages(prompt) and len(prompt) == 1 and prompt[0]["role"] == "user":
         row["prompt"] = prompt[0]["content"]
-    if row.get("answer") is not None and not isinstance(row["answer"], (str, list)):
-        value = row["answer"]
+    value = row.get("answer")
+    if isinstance(value, float) and not math.isfinite(value):
+        row["answer"] = None  # a missing value (pandas writes NaN for one): the row is left out, not graded "nan"
+    elif value is not None and not isinstance(value, (str, list)):
         row["answer"] = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     return row
 

@@ -105,17 +105,17 @@ def source_of(folder: Path) -> str:
         return ""
 
 
-def resolve_model(spec: str) -> str:
+def resolve_model(spec: str, flag: str = "--model") -> str:
     """What ``--model SPEC`` loads: an existing folder; the shipped model (``tiny-arith``); a model pulled or
     imported into the model home, by name (or by the hub repository it was pulled from); else a hub repository
-    id, left for transformers to fetch. Unknown names and missing folders are one-line errors."""
+    id, left for transformers to fetch. Unknown names and missing folders are one-line errors naming ``flag``."""
     from crl.default import SHIPPED_DIR
 
     path = Path(spec).expanduser()
     if path.is_dir():
         return str(path)
     if path.exists():
-        raise CrlError(f"{spec}: a file, not a model folder; `crl model import {spec}` converts a .gguf file")
+        raise CrlError(f"{flag} {spec}: a file, not a model folder; `crl model import {spec}` converts a .gguf file")
     home = model_home()
     if NAME.fullmatch(spec):
         entry = known(spec)
@@ -123,8 +123,8 @@ def resolve_model(spec: str) -> str:
             if folder.is_dir():
                 return str(folder)
         if entry:
-            raise CrlError(f"{spec}: a known model that is not here yet; run `crl model pull {entry.name}`")
-        raise CrlError(f"{spec}: no such model folder, and no model of that name in {home} (see `crl model list`)")
+            raise CrlError(f"{flag} {spec}: a known model that is not here yet; run `crl model pull {entry.name}`")
+        raise CrlError(f"{flag} {spec}: no such model folder, and no model of that name in {home} (see `crl model list`)")
     if not is_repo_id(spec):
         raise CrlError(f"{spec}: no such model folder")
     pulled = home / default_name(spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -44,9 +45,21 @@ def resolve(spec: str | Path) -> Path:
     raise CrlError(f"{spec}: no such file, and no prompt set of that name (see `crl data list`)")
 
 
+def read_text(path: Path) -> str:
+    """A text file's contents; a folder or text that is not UTF-8 is a one-line error naming the line."""
+    if path.is_dir():
+        raise CrlError(f"{path}: is a folder, not a {path.suffix or 'text'} file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise CrlError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+
+
 def read_json_rows(path: Path) -> list[dict[str, Any]]:
-    """The objects of a JSON Lines file, or of a JSON array; bad JSON is a one-line error naming the line."""
-    text = path.read_text(encoding="utf-8")
+    """The objects of a JSON Lines file, or of a JSON array; bad JSON or a row that is not an object is a
+    one-line error naming the line."""
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
@@ -59,13 +72,18 @@ def read_json_rows(path: Path) -> list[dict[str, Any]]:
     for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise CrlError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise CrlError(f"{path}:{n}: a JSON object ({{...}}) was expected, not {type(row).__name__}")
+            rows.append(row)
     return rows
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if path.is_dir():
+        raise CrlError(f"{path}: is a folder; a prompt set is a .parquet or .jsonl file")
     if path.suffix in (".jsonl", ".json"):
         return read_json_rows(path)
     if path.suffix == ".parquet":
@@ -73,6 +91,11 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
         return read_parquet(path).to_dicts()
     raise CrlError(f"{path}: prompt sets are .parquet or .jsonl files")
+
+
+def _missing(value: Any) -> bool:
+    """A gold answer that is not there: None, blank text, or a NaN/infinite number (a missing value)."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value)) or not str(value).strip()
 
 
 def _as_answer(value: Any) -> str:
@@ -100,17 +123,20 @@ def load_prompts(spec: str | Path, limit: int | None = None) -> pl.DataFrame:
     if a_field is None:
         raise CrlError(f"{path}: no answer column (expected one of {', '.join(ANSWER_FIELDS)})")
     out: dict[str, list[str]] = {"id": [], "prompt": [], "answer": [], "source": []}
-    seen: dict[str, int] = {}
+    first: dict[str, int] = {}
     for n, row in enumerate(rows[:limit] if limit else rows, 1):
         problem, answer = row.get(p_field), row.get(a_field)
         if problem is None or (isinstance(problem, str) and not problem.strip()):
             raise CrlError(f"{path}: row {n} has an empty {p_field}")
-        if answer is None or not str(answer).strip():
-            raise CrlError(f"{path}: row {n} has an empty {a_field}")
+        if _missing(answer):
+            raise CrlError(f"{path}: row {n} has no {a_field} (empty, null or NaN)")
         prompt = problem if isinstance(problem, str) else json.dumps(problem)
         pid = str(row["id"]) if row.get("id") is not None else hashlib.sha1(prompt.encode()).hexdigest()[:16]
-        seen[pid] = seen.get(pid, 0) + 1
-        out["id"].append(pid if seen[pid] == 1 else f"{pid}-{seen[pid] - 1}")
+        if pid in first:
+            what = f"the same id {pid!r}" if row.get("id") is not None else "the same problem and no id"
+            raise CrlError(f"{path}: rows {first[pid]} and {n} have {what}; every prompt needs its own id")
+        first[pid] = n
+        out["id"].append(pid)
         out["prompt"].append(prompt)
         out["answer"].append(_as_answer(answer))
         out["source"].append(str(row.get("source") or path.stem))

@@ -112,7 +112,7 @@ def build_default(out_dir: Path, seed: int = 0, steps: int | None = None, progre
 
     out_dir = Path(out_dir)
     for name in ("arith_train.parquet", "arith_test.parquet", "tiny-arith"):
-        check_output(out_dir / name, overwrite=overwrite)
+        check_output(out_dir / name, overwrite=overwrite, folder=name == "tiny-arith")
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     train, _ = task.write_prompt_sets(out_dir / "arith_train.parquet", out_dir / "arith_test.parquet", seed=seed)

@@ -44,6 +44,10 @@ def add_adapters(model: torch.nn.Module, lora: Lora, checkpoint: str | Path | No
     missing = [t for t in lora.targets if t not in names]
     if missing:
         raise CrlError(f"lora.targets: the model has no module named {', '.join(missing)}")
+    narrowest = min(min(m.in_features, m.out_features) for name, m in model.named_modules()
+                    if name.rsplit(".", 1)[-1] in lora.targets and hasattr(m, "in_features"))
+    if lora.rank > narrowest:
+        raise CrlError(f"lora.rank = {lora.rank}: above the narrowest adapted layer ({narrowest}); a larger rank adds nothing")
     config = peft.LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                              target_modules=list(lora.targets), task_type="CAUSAL_LM")
     return peft.get_peft_model(model, config)

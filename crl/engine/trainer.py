@@ -30,12 +30,21 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from crl.config import RunConfig
+from crl.data.models import resolve_model
 from crl.data.schemas import RolloutMeta, tokenizer_fingerprint
 from crl.engine import distributed
 from crl.engine.checkpoint import OPTIMIZER_FILE, STATE_FILE, TRAIN_LOG, load_tokenizer
 from crl.engine.lora import is_lora, merged_state_dict, without_adapters
 from crl.engine.policy import load_frozen, load_policy
-from crl.engine.steps import Reference, before_update, logprobs_of, optimizer_step, plan, rollouts_from, share_old
+from crl.engine.steps import (
+    Reference,
+    before_update,
+    logprobs_of,
+    optimizer_step,
+    plan,
+    rollouts_from,
+    share_old,
+)
 from crl.errors import CrlError
 from crl.io import atomic_path
 from crl.objectives import StepInfo, check_options, get_objective, needs_reference, spec
@@ -66,7 +75,7 @@ class Trainer:
     def _reference(self, path: str) -> Reference:
         if is_lora(self.model) and path == self.base:
             return lambda: _entered(without_adapters(self.model), self.model)  # the base model, for free
-        frozen = load_frozen(path, self.rt, self.run.train.attn)
+        frozen = load_frozen(resolve_model(path, "--ref"), self.rt, self.run.train.attn)
         return lambda: contextlib.nullcontext(frozen)
 
     def check(self, rows: pl.DataFrame, meta: RolloutMeta, where: str) -> None:

@@ -20,7 +20,7 @@ from crl.data.schemas import rollout_metadata
 from crl.engine.backends import Backend, make_backend
 from crl.engine.checkpoint import load_tokenizer, model_positions
 from crl.io import check_output, write_parquet
-from crl.stages.generate import rollout_rows
+from crl.stages.generate import check_positions, rollout_rows, tokenize_prompts
 from crl.stages.verify import score
 
 EVAL_SEED = 12345  # added to the run's seed, so evaluation samples never coincide with training rollouts
@@ -104,6 +104,8 @@ def evaluate(
         check_output(out, overwrite=overwrite, inputs=[*paths, model])
     tokenizer = tokenizer or load_tokenizer(model)
     positions = model_positions(model)
+    for prompts in sets:  # before an engine starts
+        check_positions(positions, tokenize_prompts(prompts, run, tokenizer)[1], run.eval.max_new_tokens)
     own = backend is None
     backend = backend or make_backend(run.backend, model)
     frames = []

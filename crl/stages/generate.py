@@ -86,10 +86,11 @@ def generate(
     if shard_of is not None:
         check_shard_folder(out)
     check_output(path, overwrite=overwrite, inputs=[resolve_prompts(prompt_set), model])
-    tokenizer = load_tokenizer(model)
+    tokenizer, positions = load_tokenizer(model), model_positions(model)
+    check_positions(positions, tokenize_prompts(prompts, run, tokenizer)[1], run.generate.max_new_tokens)  # before an engine starts
     backend = make_backend(run.backend, model)
     try:
-        df = rollout_rows(prompts, run, run.generate, run.seed, backend, tokenizer, round, model, positions=model_positions(model))
+        df = rollout_rows(prompts, run, run.generate, run.seed, backend, tokenizer, round, model, positions=positions)
     finally:
         backend.close()
     write_parquet(df, path, rollout_metadata(run.generate, tokenizer, model=model, prompt_set=str(prompt_set), seed=run.seed), kind="rollouts")

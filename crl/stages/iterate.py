@@ -52,6 +52,8 @@ def check_run(run: RunConfig, model: str) -> pl.DataFrame:
     for name in run.verify.verifier:
         get_verifier(name)
     check_tracker(run.log_to)
+    if run.train.ref:
+        resolve_model(run.train.ref, "--ref")
     tokenizer, positions = load_tokenizer(model), model_positions(model)
     prompts = load_prompts(run.prompts)
     for sets, sampling in (([prompts], run.generate), ([load_prompts(t, run.eval.limit) for t in run.eval.tasks], run.eval)):

@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from crl.errors import CrlError
-from crl.io import TMP_PREFIX, remove, write_parquet
+from crl.io import TMP_PREFIX, check_writable, remove, write_parquet
 
 CONFIG = "config.toml"
 DONE = "round.json"
@@ -61,11 +61,13 @@ def check_new_run(run: Path) -> None:
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
         what = "a run folder: pass --resume to continue it" if (run / CONFIG).is_file() else "not empty and not a run folder"
         raise CrlError(f"--out {run}: {what}; it was left untouched")
+    check_writable(run / CONFIG, "--out")
 
 
 def check_resumable(run: Path) -> None:
     if not (run / CONFIG).is_file():
         raise CrlError(f"--resume {run}: not a run folder of `crl iterate` (no {CONFIG}); nothing was changed")
+    check_writable(run / CONFIG, "--out")
 
 
 def forget_after(run: Path, r: int) -> None:

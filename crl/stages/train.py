@@ -17,6 +17,7 @@ from typing import Callable
 import polars as pl
 
 from crl.config import RunConfig
+from crl.data.models import resolve_model
 from crl.data.schemas import read_verified
 from crl.engine import distributed
 from crl.engine.trainer import Trainer
@@ -30,7 +31,9 @@ def train(
 ) -> pl.DataFrame:
     """Run one round of training and write the checkpoint folder; returns the per-step log."""
     check_options(run.train.objective, run.train.options)
-    check_output(out, overwrite=overwrite, inputs=[p for p in (verified, model, run.train.ref) if p])
+    if run.train.ref:
+        resolve_model(run.train.ref, "--ref")
+    check_output(out, overwrite=overwrite, inputs=[p for p in (verified, model, run.train.ref) if p], folder=True)
     rows, _, meta = read_verified(verified)
     with distributed.session(run.train.device):
         trainer = Trainer(model, run)

@@ -91,6 +91,6 @@ def write_verified(scored: pl.DataFrame, out: Path, meta: dict[str, object]) -> 
 
 def verify(rollouts_path: Path, out: Path, settings: Verify, overwrite: bool = False) -> dict[str, float]:
     """Run the stage and return its summary."""
-    check_output(out, overwrite=overwrite, inputs=[rollouts_path])
+    check_output(out, overwrite=overwrite, inputs=[rollouts_path], folder=True)
     rollouts, meta = read_rollouts(rollouts_path)
     return write_verified(score(rollouts, settings), out, {**meta.to_dict(), "verifier": settings.verifier})

@@ -149,15 +149,14 @@ def _save(fig, path: Path, dpi: int) -> Path:
 
 def plot_run(run: str | Path, out: Path | None = None, dpi: int = 110, overwrite: bool = False) -> list[Path]:
     """Write metrics.png (and train.png when the objective logged statistics) into ``out`` or RUN/plots."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib.figure import Figure
-
     folder, table = load_metrics(run)
     out = Path(out) if out is not None else folder / "plots"
     for name in ("metrics.png", "train.png"):
         check_output(out / name, overwrite=overwrite, inputs=[run])
+    import matplotlib  # after the checks: its first import writes a font cache under HOME
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
     title = f"{folder.name}: rounds {table['round'].min()}-{table['round'].max()}"
     written = []
     fig = Figure(figsize=(13, 7), layout="constrained")
