@@ -165,7 +165,7 @@ def test_import_twice_is_refused_and_keeps_the_first(tiny_gguf, home, cli):
     assert cli("model", "import", path, "--name", "m")[0] == 0
     before = {f.name: f.read_bytes() for f in (home / "m").iterdir()}
     code, _, err = cli("model", "import", DEFAULT_MODEL, "--name", "m")
-    one_line_error(code, err, "previous crl output (model)", "--overwrite")
+    one_line_error(code, err, "previous crl output (model folder)", "--overwrite")
     assert {f.name: f.read_bytes() for f in (home / "m").iterdir()} == before
     code, _, err = cli("model", "import", DEFAULT_MODEL, "--name", "m", "--overwrite")
     assert code == 0, err
@@ -302,7 +302,7 @@ def test_resolve_model(home, tmp_path, monkeypatch):
     with pytest.raises(CrlError, match="crl model pull qwen2.5-math-1.5b"):
         resolve_model("qwen2.5-math-1.5b")
     for spec in ("./nope", "/nope/x", "~/nope", "a/b/c"):
-        with pytest.raises(CrlError, match="no such model folder"):
+        with pytest.raises(CrlError, match="no such folder"):
             resolve_model(spec)
     with pytest.raises(CrlError, match="crl model list"):
         resolve_model("tiny-arth")

@@ -94,7 +94,7 @@ def destination(name: str, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Pa
 
     if (SHIPPED_DIR / check_name(name)).is_dir():
         raise CrlError(f"--name {name}: the shipped model's name; choose another --name")
-    return check_output(model_home() / name, overwrite=overwrite, inputs=inputs, flag="--name")
+    return check_output(model_home() / name, overwrite=overwrite, inputs=inputs, flag="--name", folder=True)
 
 
 def source_of(folder: Path) -> str:
@@ -126,7 +126,7 @@ def resolve_model(spec: str, flag: str = "--model") -> str:
             raise CrlError(f"{flag} {spec}: a known model that is not here yet; run `crl model pull {entry.name}`")
         raise CrlError(f"{flag} {spec}: no such model folder, and no model of that name in {home} (see `crl model list`)")
     if not is_repo_id(spec):
-        raise CrlError(f"{spec}: no such model folder")
+        raise CrlError(f"{flag} {spec}: no such folder")
     pulled = home / default_name(spec)
     return str(pulled) if source_of(pulled) == f"hf:{spec}" else spec
 
