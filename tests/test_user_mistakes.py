@@ -481,7 +481,6 @@ def test_a_second_process_on_a_run_is_refused_while_the_first_holds_it(inputs, u
     assert first.returncode == 143
 
 
-@pytest.mark.xfail(strict=False, reason="verifier workers import ./crl (another agent fixes the worker import and makes an all-error verify fail)")
 def test_a_folder_named_crl_in_the_current_folder_is_not_imported(inputs, tmp_path):
     """`crl iterate --out crl` leaves a folder named crl; the next command run beside it must still verify."""
     (tmp_path / "crl").mkdir()
