@@ -98,6 +98,20 @@ def test_real_models_get_the_real_defaults_not_the_tiny_preset():
     assert real.eval.tasks == ("math500",) and "boxed" in real.instruction
 
 
+def test_a_checkpoint_of_the_tiny_model_keeps_its_preset(tmp_path):
+    """The README's stage example `crl eval --model checkpoint` after `crl train --model tiny-arith` must not get
+    the real models' 1,024-token limit, which the tiny model's 256 positions refuse."""
+    from crl.default import SHIPPED_DIR
+
+    for name, base in (("tiny-ckpt", str(SHIPPED_DIR / "tiny-arith")), ("other-ckpt", "Qwen/Qwen2.5-Math-1.5B")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "trainer_state.json").write_text(json.dumps({"step": 2, "round": 1, "base": base}))
+    tiny = resolve([(parse_set([f"model={tmp_path / 'tiny-ckpt'}"]), "--set")])
+    other = resolve([(parse_set([f"model={tmp_path / 'other-ckpt'}"]), "--set")]).config
+    assert tiny.config.generate.max_new_tokens == 16 and tiny.origins["generate.max_new_tokens"] == "preset tiny-arith"
+    assert other.generate.max_new_tokens == 1024
+
+
 def test_unknown_or_bad_settings_are_errors():
     with pytest.raises(CrlError, match="unknown setting 'trian'"):
         resolve([(parse_set(["trian.lr=1"]), "--set")])

@@ -156,13 +156,27 @@ def _model_of(layers: list[tuple[dict[str, Any], str]]) -> str:
     return str(model)
 
 
+def _trained_from(model: str) -> str | None:
+    """The starting model recorded in a crl checkpoint's trainer state, if ``model`` is such a checkpoint."""
+    from crl.engine.checkpoint import STATE_FILE
+
+    try:
+        base = json.loads((Path(model).expanduser() / STATE_FILE).read_text()).get("base")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(base) if base else None
+
+
 def preset_for(model: str) -> Path | None:
-    """The preset file of a shipped model, found by name or by its folder."""
+    """The preset file of a shipped model, found by name, by its folder, or through a checkpoint trained from it
+    (``crl eval --model checkpoint`` after ``crl train --model tiny-arith`` keeps the tiny model's settings)."""
     from crl.default import SHIPPED_DIR
 
+    base = _trained_from(model)
     for name in SHIPPED_MODELS:
-        if model == name or (Path(model).exists() and Path(model).resolve() == (SHIPPED_DIR / name).resolve()):
-            return PRESETS / f"{name}.toml"
+        for candidate in (model, base):
+            if candidate is not None and (candidate == name or (Path(candidate).exists() and Path(candidate).resolve() == (SHIPPED_DIR / name).resolve())):
+                return PRESETS / f"{name}.toml"
     return None
 
 
