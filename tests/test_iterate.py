@@ -16,6 +16,7 @@ import pytest
 
 from conftest import crl_main
 from crl.config import load_toml, parse_set, resolve
+from crl.data.models import known
 from crl.errors import CrlError
 
 SMALL = [
@@ -110,6 +111,14 @@ def test_a_checkpoint_of_the_tiny_model_keeps_its_preset(tmp_path):
     other = resolve([(parse_set([f"model={tmp_path / 'other-ckpt'}"]), "--set")]).config
     assert tiny.config.generate.max_new_tokens == 16 and tiny.origins["generate.max_new_tokens"] == "preset tiny-arith"
     assert other.generate.max_new_tokens == 1024
+
+
+def test_every_recipe_is_a_valid_configuration():
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+    assert recipes
+    for recipe in recipes:
+        config = resolve([(load_toml(recipe), f"--config {recipe}")]).config  # a bad key or value raises
+        assert known(config.model) is not None, f"{recipe.name}: {config.model} is not a model `crl model pull` knows"
 
 
 def test_unknown_or_bad_settings_are_errors():
