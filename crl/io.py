@@ -34,6 +34,7 @@ from crl.errors import CrlError
 
 TMP_PREFIX = ".crl-tmp-"
 LOCK_FILE = ".crl-lock"
+STATE_FILE = "trainer_state.json"  # a checkpoint's trainer state (crl/engine/checkpoint.py writes it)
 
 
 def _tmp_sibling(path: Path, tag: str = "") -> Path:
@@ -126,7 +127,7 @@ def kind_of(path: Path) -> str | None:
         except Exception:
             return None
     if path.is_dir():
-        marks = {"config.toml": "run folder", "trainer_state.json": "checkpoint", "groups.parquet": "verified/ folder",
+        marks = {"config.toml": "run folder", STATE_FILE: "checkpoint", "groups.parquet": "verified/ folder",
                  "crl-model.json": "model folder", "model.safetensors": "model folder"}
         return next((kind for name, kind in marks.items() if (path / name).is_file()), None)
     return None

@@ -158,7 +158,7 @@ def _model_of(layers: list[tuple[dict[str, Any], str]]) -> str:
 
 def _trained_from(model: str) -> str | None:
     """The starting model recorded in a crl checkpoint's trainer state, if ``model`` is such a checkpoint."""
-    from crl.engine.checkpoint import STATE_FILE
+    from crl.io import STATE_FILE  # not crl.engine: resolving settings must not import torch
 
     try:
         base = json.loads((Path(model).expanduser() / STATE_FILE).read_text()).get("base")
@@ -172,11 +172,10 @@ def preset_for(model: str) -> Path | None:
     (``crl eval --model checkpoint`` after ``crl train --model tiny-arith`` keeps the tiny model's settings)."""
     from crl.default import SHIPPED_DIR
 
-    base = _trained_from(model)
+    candidates = [m for m in (model, _trained_from(model)) if m is not None]
     for name in SHIPPED_MODELS:
-        for candidate in (model, base):
-            if candidate is not None and (candidate == name or (Path(candidate).exists() and Path(candidate).resolve() == (SHIPPED_DIR / name).resolve())):
-                return PRESETS / f"{name}.toml"
+        if any(m == name or (Path(m).exists() and Path(m).resolve() == (SHIPPED_DIR / name).resolve()) for m in candidates):
+            return PRESETS / f"{name}.toml"
     return None
 
 

@@ -10,11 +10,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 
 from crl.errors import CrlError
+from crl.io import STATE_FILE
 
 hf_logging.disable_progress_bar()  # crl shows its own progress; per-file loading bars are noise in logs
 
 OPTIMIZER_FILE = "optimizer.pt"
-STATE_FILE = "trainer_state.json"
 TRAIN_LOG = "train_log.parquet"
 
 
