@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+import polars as pl
 import pytest
 
+from crl.default import TEST_PROMPTS
 from crl.verifiers import get_verifier
 
+QUESTION = re.compile(r"What is (.+)\?")
 BIG_BOX = "\\boxed{" + "1+" * 10_500 + "1}"
 ROWS = [
     # (completion, gold, reward, status): values past the float range are ordinary numbers
@@ -41,6 +46,10 @@ ROWS = [
     # hedging is never rewarded
     ("\\boxed{3} or \\boxed{4}", "3", 0.0, "ok"),
     ("\\boxed{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}", "7", 0.0, "ok"),
+    # the question boxed as its answer: arithmetic left undone is not a number (a SmolLM2 run learned this)
+    ("\\boxed{9+4}", "13", 0.0, "ok"),
+    ("The sum is \\boxed{488 + 1}.", "489", 0.0, "ok"),
+    ("\\boxed{9+4 = 13}", "13", 1.0, "ok"),
 ]
 
 
@@ -48,3 +57,13 @@ ROWS = [
 def test_issue_14_rows(completion, gold, reward, status):
     v = get_verifier("math")(completion, gold)
     assert (v.reward, v.status) == (reward, status), v
+
+
+def test_boxing_the_question_earns_nothing_on_the_arithmetic_set():
+    """Over the whole shipped held-out set, the question's own expression boxed is never right; the sum is."""
+    rows = pl.read_parquet(TEST_PROMPTS).to_dicts()
+    math = get_verifier("math")
+    questions = [QUESTION.match(r["prompt"]).group(1) for r in rows]
+    restated = [math("\\boxed{" + q + "}", r["answer"]) for q, r in zip(questions, rows)]
+    assert sum(v.reward for v in restated) == 0
+    assert all(math("\\boxed{" + r["answer"] + "}", r["answer"]).reward == 1.0 for r in rows)

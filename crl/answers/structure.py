@@ -14,6 +14,11 @@ Reading rules, from the loosest binding to the tightest:
 - "a:b" ratios and times (parts compared in order); `\\pm` (the list of both signs); `\\{...\\}` sets; brackets:
   tuples and intervals; matrices; a plain `{...}` group is only grouping;
 - everything else is one expression (`latex.py`), or text when it is not math.
+
+Arithmetic left undone: `undone_arithmetic` tells a sum, product or power of number literals ("9+4", "3 \\times 5",
+"2^{3}") from a number written in one of its usual forms (a fraction, a mixed number, scientific notation). Against a
+gold that is a number, the math verifier does not credit it: a final answer does the arithmetic, and a policy
+trained on arithmetic otherwise learns to box the question ("\\boxed{9+4}" for 13).
 """
 
 from __future__ import annotations
@@ -42,6 +47,13 @@ _GROUP_SPLIT = re.compile(r"(?<!\s)\s+(?:and|or)\s+|(?<=[)\]}])\s*(?:and|or)\s*(
 _MATRIX_RE = re.compile(r"^\\begin\{([pbBvV]?matrix|array)\}(?:\{[lcr|]*\})?(.*)\\end\{\1\}$", re.S)
 _SPACE = re.compile(r"\s")
 _IN = re.compile(r"\\in(?![a-zA-Z])")
+_LITERAL_OPS = re.compile(r"\\(?:times|cdot|div|d?frac|tfrac|left|right)(?![a-zA-Z])")
+_LITERAL_ARITHMETIC = re.compile(r"^[\d\s.+\-*/^(){}]+$")
+_LITERAL = re.compile(r"\d+(?:\.\d+)?")
+_NUMBER_FORMS = re.compile(  # matched without spaces
+    r"^-?\d+\\frac\{\d+\}\{\d+\}$"  # mixed number 3\frac{1}{2} ("3 1/2" loses its space: one fraction)
+    r"|^-?(?:\d+(?:\.\d+)?(?:\\times|\\cdot|\*))?10\^\{?-?\d+\}?$"  # 2.5\times10^{3}, 10^6
+)
 _REALS = {"mathbbr", "allrealnumbers", "allreals", "reals", "realnumbers", "(-infty,infty)", "(-infty,+infty)"}
 
 
@@ -108,6 +120,21 @@ def _number(s: str) -> Node | None:
             return None
         return Node("num", Fraction(-num if sign else num, den), s)
     return None
+
+
+def undone_arithmetic(s: str) -> bool:
+    """Whether s is arithmetic on number literals still to be done ("9+4", "2 \\cdot 3"), not a written number."""
+    s = _SPACE.sub("", s)
+    while len(s) > 1 and s[0] in "({" and encloses(s):
+        s = s[1:-1]
+    if _number(s) is not None or _NUMBER_FORMS.match(s):
+        return False
+    return bool(_LITERAL_ARITHMETIC.match(_LITERAL_OPS.sub(" ", s))) and len(_LITERAL.findall(s)) > 1
+
+
+def is_number(s: str) -> bool:
+    """Whether s is one plain number (integer, decimal, scientific, a/b, \\frac{a}{b}, optional %)."""
+    return _number(s.strip()) is not None
 
 
 def _items(parts: list[str]) -> list[Node]:

@@ -4,7 +4,8 @@ Extraction (`crl/answers/extract.py`): the last answer-bearing span by position 
 "Answer:", "####"), else the last math span or standalone number, after `</think>` when present; a cut-off final
 box, or an incomplete final answer of a completion stopped by the length limit, is no answer. The gold answer may
 be a bare answer, a MATH solution (its last box) or GSM8K's "... #### 18". Both are normalised (`crl/answers/normalize.py`) and
-compared (`crl/answers/equivalence.py`): identical strings and integers are settled without sympy, which keeps the
+compared (`crl/answers/equivalence.py`). Against a gold that is a number, arithmetic on literals left undone ("9+4"
+for 13, `crl/answers/structure.py`) is a wrong answer, not an equal one. Identical strings and integers are settled without sympy, which keeps the
 synthetic-arithmetic path at a few microseconds.
 """
 
@@ -17,7 +18,7 @@ from crl.answers.equivalence import equivalent
 from crl.answers.extract import DEFAULT_STRATEGIES, find_answer, gold_answer
 from crl.answers.latex_tokens import MAX_CHARS, Refused
 from crl.answers.normalize import normalize
-from crl.answers.structure import parse_node
+from crl.answers.structure import is_number, parse_node, undone_arithmetic
 
 _INT = re.compile(r"^-?\d+$")
 
@@ -33,9 +34,11 @@ def check(pred: str, gold: str) -> Verdict:
     if not pred:
         return Verdict(0.0, pred, "unparsable")
     try:
+        node = parse_node(pred)
+        if is_number(gold) and undone_arithmetic(pred):
+            return Verdict(0.0, pred, "ok")
         if equivalent(pred, gold):
             return Verdict(1.0, pred, "ok")
-        node = parse_node(pred)
     except Refused:
         return Verdict(0.0, pred, "unparsable")
     if node.kind == "text" and _kind(gold) != "text":
