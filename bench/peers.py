@@ -11,11 +11,13 @@ folders go to OUT/, the table to OUT.json; a finished run is read, not redone.
 
     python bench/peers.py                                          # trl, crl-default, crl-grpo; seeds 0 1 2; 60 rounds
     python bench/peers.py --peers trl --seeds 0 --rounds 2 --out /tmp/peers-smoke
+    python bench/peers.py --peers trl --trl-set loss_type=grpo           # what one TRL difference is worth
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shutil
 import time
@@ -90,12 +92,13 @@ def math_reward(eos_id: int) -> Callable[..., list[float]]:
     return math
 
 
-def trl_config(run: RunConfig, folder: Path) -> GRPOConfig:
+def trl_config(run: RunConfig, folder: Path, changes: dict[str, object]) -> GRPOConfig:
     """GRPOConfig with crl's settings: 64 prompts x 8 = 512 completions per generation, two optimiser steps
-    of 256 completions each (steps_per_generation 2, no accumulation), so one generation is one crl round."""
+    of 256 completions each (steps_per_generation 2, no accumulation), so one generation is one crl round;
+    `changes` (from --trl-set) override them, to measure what one setting is worth."""
     from trl import GRPOConfig
 
-    return GRPOConfig(
+    settings = dict(
         output_dir=str(folder / "trainer"), seed=run.seed, max_steps=run.train.minibatches * run.rounds,
         per_device_train_batch_size=run.prompts_per_round * run.generate.n // run.train.minibatches,
         gradient_accumulation_steps=1, steps_per_generation=run.train.minibatches, num_generations=run.generate.n,
@@ -108,16 +111,17 @@ def trl_config(run: RunConfig, folder: Path) -> GRPOConfig:
         bf16=False, use_cpu=not torch.cuda.is_available(), save_strategy="no", report_to="none",
         logging_steps=10 * run.train.minibatches, disable_tqdm=True,
     )
+    return GRPOConfig(**{**settings, **changes})
 
 
-def train_trl(run: RunConfig, folder: Path) -> tuple[float, dict]:
+def train_trl(run: RunConfig, folder: Path, changes: dict[str, object]) -> tuple[float, dict]:
     """Train with TRL; save the final model with crl's tokenizer files in folder/model; (seconds, settings)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
     model = resolve_model(run.model)
     tokenizer = load_tokenizer(model)
-    trainer = GRPOTrainer(model=model, reward_funcs=math_reward(tokenizer.eos_token_id), args=trl_config(run, folder),
+    trainer = GRPOTrainer(model=model, reward_funcs=math_reward(tokenizer.eos_token_id), args=trl_config(run, folder, changes),
                           train_dataset=Dataset.from_dict(round_order(run, tokenizer)))
     start = time.perf_counter()
     trainer.train()
@@ -143,28 +147,34 @@ def held_out(run: RunConfig, model: str, out: Path) -> tuple[float, float]:
     return table[f"avg@{run.eval.n}"][0], table[f"pass@{run.eval.n}"][0]
 
 
-def run_trl(seed: int, rounds: int, out: Path) -> dict:
-    """One TRL run (or the finished one in out/trl-seedS): held-out before and after, time in trainer.train()."""
-    folder, run = out / f"trl-seed{seed}", default_run(seed, rounds)
+def trl_name(changes: dict[str, object]) -> str:
+    """The peer's name: "trl", or "trl loss_type=grpo" with --trl-set changes."""
+    return " ".join(["trl", *(f"{k}={v}" for k, v in changes.items())])
+
+
+def run_trl(seed: int, rounds: int, out: Path, changes: dict[str, object]) -> dict:
+    """One TRL run (or the finished one in out/trl[-changes]-seedS): held-out before and after, time in train()."""
+    name = trl_name(changes)
+    folder, run = out / f"{name.replace(' ', '-')}-seed{seed}", default_run(seed, rounds)
     done = folder / "result.json"
     finished = json.loads(done.read_text()) if done.is_file() else {}
     if finished.get("rounds") == rounds:
         return finished
     folder.mkdir(parents=True, exist_ok=True)
     before, pass_before = held_out(run, resolve_model(run.model), folder / "eval-before.parquet")
-    seconds, settings = train_trl(run, folder)
+    seconds, settings = train_trl(run, folder, changes)
     after, pass_after = held_out(run, str(folder / "model"), folder / "eval-after.parquet")
-    row = {"peer": "trl", "seed": seed, "rounds": rounds, "metric": f"{run.eval.tasks[0]}/avg@{run.eval.n}",
+    row = {"peer": name, "seed": seed, "rounds": rounds, "metric": f"{run.eval.tasks[0]}/avg@{run.eval.n}",
            "before": before, "after": after, "pass_before": pass_before, "pass_after": pass_after,
            "seconds_in_rounds": seconds, "settings": settings}
     done.write_text(json.dumps(row, indent=2))
     return row
 
 
-def run_peer(peer: str, seed: int, rounds: int, out: Path) -> dict:
-    """One run of a peer: TRL, or crl iterate with the default objective or with grpo."""
+def run_peer(peer: str, seed: int, rounds: int, out: Path, changes: dict[str, object]) -> dict:
+    """One run of a peer: TRL (with `changes` to its settings), or crl iterate with the default objective or grpo."""
     if peer == "trl":
-        return run_trl(seed, rounds, out)
+        return run_trl(seed, rounds, out, changes)
     objective = default_run(seed, rounds).train.objective if peer == "crl-default" else peer.removeprefix("crl-")
     return {"peer": peer, **run_one(objective, None, seed, {"rounds": rounds}, out)}
 
@@ -182,21 +192,34 @@ def table(rows: list[dict]) -> Table:
     return out
 
 
+def literal(item: str) -> tuple[str, object]:
+    """ "loss_type=grpo" -> ("loss_type", "grpo"); "top_k=50" -> ("top_k", 50)."""
+    key, _, value = item.partition("=")
+    try:
+        return key.strip(), ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return key.strip(), value.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--out", type=Path, default=RESULTS / "peers")
+    parser.add_argument("--trl-set", dest="trl_set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one GRPOConfig setting of the TRL runs (value read as a Python literal)")
+    parser.add_argument("--json", type=Path, default=None, help="where the table goes (default: OUT.json)")
     args = parser.parse_args()
+    changes = dict(literal(item) for item in args.trl_set)
 
     rows = []
     for peer in args.peers:
         for seed in args.seeds:
-            rows.append(run_peer(peer, seed, args.rounds, args.out))
+            rows.append(run_peer(peer, seed, args.rounds, args.out, changes))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "settings"}), flush=True)
     Console().print(table(rows))
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    (args.json or args.out.with_suffix(".json")).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
