@@ -96,3 +96,20 @@ def test_truncated_completions_need_a_complete_final_answer():
     assert [v.status for v in cut] == ["no_answer", "ok", "ok", "no_answer"]
     with pytest.raises(CrlError):
         verify_many(comps, golds, workers=1, truncated=[True])
+
+
+def test_workers_do_not_import_the_callers_script(tmp_path):
+    """A worker runs nothing of the script that called verify_many: a bench script imports torch, and every
+    worker importing it again made the tiny default's verification 5 s a round instead of 0.03 s."""
+    script = tmp_path / "caller.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        Path({str(tmp_path)!r}, f"imported-by-{{os.getpid()}}").touch()
+        if __name__ == "__main__":
+            from crl.verifiers import verify_many
+            out = verify_many([r"\\boxed{{3}}"] * 8, ["3"] * 8, workers=2)
+            assert [v.reward for v in out] == [1.0] * 8
+    """))
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120, cwd=tmp_path)
+    assert len(list(tmp_path.glob("imported-by-*"))) == 1

@@ -25,9 +25,13 @@ import inspect
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
+import types
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from multiprocessing.sharedctypes import RawArray
 from pathlib import Path
@@ -115,6 +119,21 @@ def _worker(conn: Connection, name: str, timeout: float, state: Any) -> None:
 _start_lock = threading.Lock()
 
 
+@contextmanager
+def _caller_script_hidden() -> Iterator[None]:
+    """Start a worker without the caller's script: a forkserver or spawn child imports the parent's `__main__`
+    file before it runs its target, and a script that imports torch (a bench, a notebook export) then costs
+    every worker seconds (5 s of a 6 s round of the tiny default). `_worker` needs nothing from that script.
+    multiprocessing has no switch for this, so the main module is swapped for an empty one while the child's
+    start-up data is taken (under `_start_lock`, as crl starts its workers one at a time)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def _start_forkserver() -> None:
     """Start (or find running) the forkserver, importing the parent's own `crl` whatever the current folder holds.
 
@@ -156,7 +175,8 @@ class _Slot:
         parent, child = ctx.Pipe()
         self.conn: Connection = parent
         self.proc = ctx.Process(target=_worker, args=(child, name, timeout, self.state), daemon=True)
-        self.proc.start()
+        with _start_lock, _caller_script_hidden():
+            self.proc.start()
         child.close()
         self.born = time.monotonic()
         self.chunk: list[int] | None = None
