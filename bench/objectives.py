@@ -9,6 +9,7 @@ read, not redone, so an interrupted sweep continues where it stopped.
     python bench/objectives.py                                            # every objective, its default lr, 3 seeds
     python bench/objectives.py --objectives conspo grpo --lrs 1e-4 3e-4 1e-3 --seeds 0 1 2
     python bench/objectives.py --objectives conspo --set train.options.inverse=true --out bench/results/conspo-inverse
+    python bench/objectives.py --report                                   # the table of every finished run in OUT
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crl.config import parse_set, resolve
+from crl.config.resolve import load_toml
 from crl.objectives import OBJECTIVES
 from crl.stages.iterate import iterate
 from crl.views.report import eval_columns
@@ -37,14 +39,25 @@ def run_one(objective: str, lr: float | None, seed: int, settings: dict, out: Pa
         layer["train"]["lr"] = lr
     resolved = resolve([(layer, "bench")])
     run = out / f"{objective}-lr{resolved.config.train.lr:g}-seed{seed}"
-    done = (run / "metrics.parquet").is_file() and pl.read_parquet(run / "metrics.parquet")["round"].max() == resolved.config.rounds
-    metrics = pl.read_parquet(run / "metrics.parquet") if done else iterate(resolved, run, resume=run.exists())
+    if not finished(run, resolved.config.rounds):
+        iterate(resolved, run, resume=run.exists())
+    return row(run)
+
+
+def finished(run: Path, rounds: int) -> bool:
+    return (run / "metrics.parquet").is_file() and pl.read_parquet(run / "metrics.parquet")["round"].max() == rounds
+
+
+def row(run: Path) -> dict:
+    """A finished run's table row, read from its config.toml and metrics.parquet."""
+    config, metrics = load_toml(run / "config.toml"), pl.read_parquet(run / "metrics.parquet")
     evals = metrics.drop_nulls(eval_columns(metrics)[0])
     avg, pass_ = (next(c for c in eval_columns(metrics) if f"/{m}@" in c) for m in ("avg", "pass"))
     return {
-        "objective": objective, "lr": resolved.config.train.lr, "seed": seed, "rounds": resolved.config.rounds,
-        "metric": avg, "before": evals[avg][0], "after": evals[avg][-1], "pass_before": evals[pass_][0],
-        "pass_after": evals[pass_][-1], "seconds_in_rounds": float(metrics["seconds/round"].sum()),
+        "objective": config["train"]["objective"], "lr": config["train"]["lr"], "seed": config["seed"],
+        "rounds": config["rounds"], "metric": avg, "before": evals[avg][0], "after": evals[avg][-1],
+        "pass_before": evals[pass_][0], "pass_after": evals[pass_][-1],
+        "seconds_in_rounds": float(metrics["seconds/round"].sum()),
     }
 
 
@@ -74,8 +87,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--set", dest="settings", action="append", default=[], help="section.key=value")
     parser.add_argument("--out", type=Path, default=RESULTS / "objectives")
+    parser.add_argument("--report", action="store_true", help="only the table of every finished run in OUT")
     args = parser.parse_args()
 
+    if args.report:
+        runs = sorted(p.parent for p in args.out.glob("*/config.toml"))
+        rows = [row(r) for r in runs if finished(r, load_toml(r / "config.toml")["rounds"])]
+        rows = [r for r in rows if r["objective"] in args.objectives]
+        Console().print(table(rows))
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+        return
     settings = parse_set(args.settings)
     if args.rounds is not None:
         settings["rounds"] = args.rounds
