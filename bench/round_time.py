@@ -7,8 +7,9 @@ first round (warm-up) is reported separately from the mean of the others.
 
 The baseline is crl at the git revision ``--baseline`` (default: the first release, which saved and reloaded
 the whole model and optimizer every round), checked out into a temporary worktree and run with the same
-settings; its timers cover sampling, verifying and training (the checkpoint load and save are inside its
-training time), so its round is their sum. Both runs also report the held-out gain, which must not suffer.
+settings and objective (``--objective``, default conspo, the first release's default); its timers cover
+sampling, verifying and training (the checkpoint load and save are inside its training time), so its round is
+their sum. Both runs also report the held-out gain, which must not suffer.
 
     python bench/round_time.py                          # the tiny default, 60 rounds, this crl and the baseline
     python bench/round_time.py --rounds 20 --seeds 0 1 2
@@ -57,14 +58,14 @@ def run(cwd: Path, out: Path, settings: list[str], env: dict) -> pl.DataFrame:
     return pl.read_parquet(out / "metrics.parquet")
 
 
-def measure(rounds: int, seeds: list[int], baseline: str, folder: Path) -> list[dict]:
+def measure(rounds: int, seeds: list[int], baseline: str, objective: str, folder: Path) -> list[dict]:
     rows = []
     every = ["--set", f"eval.every={max(rounds // 6, 1)}"], ["--set", f"eval_every={max(rounds // 6, 1)}"]
     with tempfile.TemporaryDirectory(prefix="crl-baseline-") as tree:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", tree, baseline], check=True)
         try:
             for seed in seeds:
-                common = ["--rounds", str(rounds), "--seed", str(seed), "--backend", "hf"]
+                common = ["--rounds", str(rounds), "--seed", str(seed), "--backend", "hf", "--objective", objective]
                 now = run(ROOT, folder / f"crl-seed{seed}", [*common, *every[0]], dict(os.environ))
                 rows.append({"version": "crl", "seed": seed, **split(now)})
                 print(json.dumps(rows[-1]), flush=True)
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--baseline", default="e7f90a8", help="git revision of the crl to compare with")
+    parser.add_argument("--objective", default="conspo", help="the same in both runs (conspo: the first release's default)")
     parser.add_argument("--runs", nargs="*", type=Path, help="only report the split of these finished run folders")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "round_time.json")
     args = parser.parse_args()
@@ -105,7 +107,7 @@ def main() -> None:
         rows = [{"version": str(r), "seed": 0, **split(pl.read_parquet(r / "metrics.parquet"))} for r in args.runs]
     else:
         with tempfile.TemporaryDirectory(prefix="crl-round-time-") as runs:
-            rows = measure(args.rounds, args.seeds, args.baseline, Path(runs))
+            rows = measure(args.rounds, args.seeds, args.baseline, args.objective, Path(runs))
     print(table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"load_average": os.getloadavg(), "rows": rows}, indent=2) + "\n")

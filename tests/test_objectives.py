@@ -631,3 +631,11 @@ def test_a_second_registration_of_a_name_is_refused():
 
     with pytest.raises(ValueError, match="registered twice"):
         register("grpo")(lambda b: (b.logp.sum(), {}))
+
+
+def test_the_listing_names_every_objective_and_marks_the_default_once(cli):
+    from crl.config.settings import Train
+
+    code, out, _ = cli("train", "--list-objectives")
+    assert code == 0 and out.count("(default)") == 1 and f"{Train.objective} (default)" in out
+    assert all(name in out for name in OBJECTIVES)

@@ -111,7 +111,7 @@ def test_staged_online_dpo_keeps_the_run_start_as_reference(verified_setup):
 def test_staged_conspo_margin_follows_the_planned_rounds(verified_setup):
     """crl train used to run ConSPO's curriculum at progress 0 (margin 0) in every round of a staged run."""
     tmp, model, verified = verified_setup
-    assert crl_main("train", verified, "--model", model, "--out", tmp / "c1", "--rounds", "2", *TRAIN_CPU) == 0
-    assert crl_main("train", verified, "--model", tmp / "c1", "--out", tmp / "c2", "--rounds", "2", *TRAIN_CPU) == 0
+    assert crl_main("train", verified, "--model", model, "--out", tmp / "c1", "--rounds", "2", "--objective", "conspo", *TRAIN_CPU) == 0
+    assert crl_main("train", verified, "--model", tmp / "c1", "--out", tmp / "c2", "--rounds", "2", "--objective", "conspo", *TRAIN_CPU) == 0
     assert pl.read_parquet(tmp / "c1" / "train_log.parquet")["margin"][0] == 0.0  # progress 0/2
     assert pl.read_parquet(tmp / "c2" / "train_log.parquet")["margin"][0] == pytest.approx(0.01)  # 1/2 > alpha

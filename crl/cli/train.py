@@ -18,6 +18,7 @@ from crl.errors import CrlError
 def list_objectives() -> None:
     from rich.table import Table
 
+    from crl.config.settings import Train
     from crl.objectives import OBJECTIVES, options, spec
     from crl.views.report import stdout
 
@@ -29,7 +30,8 @@ def list_objectives() -> None:
         needs = [f"reference model{' when ' + s.reference + ' > 0' if isinstance(s.reference, str) else ''} (the run's starting model unless --ref)"] if s.reference else []
         needs += ["dynamic sampling (on by default in crl iterate)"] if s.dynamic_sampling else []
         needs += ["accepts --tis-cap"] if s.tis else []
-        table.add_row(name, ", ".join(f"{k}={v}" for k, v in options(name).items()), "; ".join(needs), (fn.__doc__ or "").strip().splitlines()[0])
+        shown = f"{name} (default)" if name == Train.objective else name
+        table.add_row(shown, ", ".join(f"{k}={v}" for k, v in options(name).items()), "; ".join(needs), (fn.__doc__ or "").strip().splitlines()[0])
     stdout.print(table)
 
 
