@@ -11,6 +11,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import polars as pl
 import pytest
 
@@ -126,6 +128,34 @@ def test_unknown_or_bad_settings_are_errors():
         resolve([(parse_set(["trian.lr=1"]), "--set")])
     with pytest.raises(CrlError, match="rounds"):
         resolve([(parse_set(["rounds=many"]), "--set")])
+
+
+def test_a_further_draw_sampled_in_pieces_keeps_the_groups_of_the_whole_draw(monkeypatch):
+    """Each prompt's samples depend on its seed alone, so sampling a draw piecewise must keep the same groups."""
+    import crl.stages.iterate as it
+
+    def rollouts(chunk, *_):  # prompt i's group is mixed when i % 3 == 0; 4 samples each
+        return pl.DataFrame({"prompt_id": [p for p in chunk["id"] for _ in range(4)],
+                             "positive": [k == 0 and int(p) % 3 == 0 for p in chunk["id"] for k in range(4)]})
+
+    monkeypatch.setattr(it, "rollout_rows", rollouts)
+    monkeypatch.setattr(it, "score", lambda rows, _: rows)
+    run = SimpleNamespace(seed=0, prompts_per_round=16, model=None, verify=None,
+                          generate=SimpleNamespace(dynamic_sampling=True, max_attempts=8))
+    gen, prompts = SimpleNamespace(backend=None, trainer=SimpleNamespace(tokenizer=None)), pl.DataFrame({"id": [str(i) for i in range(300)]})
+    pieces = it.sample_round(run, gen, prompts, 1, {})
+    monkeypatch.setattr(it, "next_draw", lambda short, mixed, drawn, left: left)
+    whole = it.sample_round(run, gen, prompts, 1, {})
+    kept = [s[1].filter("train")["prompt_id"].unique(maintain_order=True).to_list() for s in (pieces, whole)]
+    assert kept[0] == kept[1] and len(kept[0]) == 16
+    assert pieces[0]["prompt_id"].n_unique() < whole[0]["prompt_id"].n_unique()
+
+
+def test_next_draw_asks_for_the_shortfall_over_the_mixed_share():
+    from crl.stages.iterate import next_draw
+    assert next_draw(short=16, mixed=48, drawn=64, left=64) == 27  # 16 / 0.75 = 21.3, a quarter more: 26.7, up
+    assert next_draw(short=5, mixed=0, drawn=64, left=40) == 40  # no mixed group yet: the whole draw
+    assert next_draw(short=60, mixed=4, drawn=64, left=50) == 50  # never more than the draw holds
 
 
 def test_dynamic_sampling_trains_on_exactly_the_mixed_groups(tmp_path):

@@ -69,27 +69,36 @@ def dynamic_sampling(run: RunConfig) -> bool:
 def sample_round(run: RunConfig, gen: Generator, prompts: pl.DataFrame, r: int, timings: dict) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """The round's rollouts, scored (each completion verified once), and the rows to train on: every group,
     or with dynamic sampling exactly ``prompts_per_round`` groups with a right and a wrong answer (fewer if
-    ``max_attempts`` draws did not find that many)."""
+    ``max_attempts`` draws did not find that many). A further draw is sampled in pieces sized to the shortfall,
+    in the draw's order; each prompt's samples depend only on its seed, so the groups kept are those of sampling
+    the whole draw, at a fraction of the generation."""
     seed = run.seed * 1_000_003 + r * 10_007
-    frames, scored, attempts, seen = [], [], 0, set()
-    while attempts < (run.generate.max_attempts if dynamic_sampling(run) else 1):
+    frames, scored, attempts, seen, mixed = [], [], 0, set(), 0
+    while attempts < (run.generate.max_attempts if dynamic_sampling(run) else 1) and mixed < run.prompts_per_round:
         batch = round_prompts(prompts, r, run.prompts_per_round, run.seed, attempts).filter(~pl.col("id").is_in(list(seen)))
         attempts += 1
-        seen.update(batch["id"].to_list())
-        start = time.perf_counter()
-        rows = rollout_rows(batch, run, run.generate, seed, gen.backend, gen.trainer.tokenizer, r, run.model)
-        timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - start
-        start = time.perf_counter()
-        frames.append(rows)
-        scored.append(score(rows, run.verify))
-        timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - start
-        if _mixed(pl.concat(scored)).height >= run.prompts_per_round:
-            break
+        while batch.height and mixed < run.prompts_per_round:
+            take = next_draw(run.prompts_per_round - mixed, mixed, len(seen), batch.height) if frames else batch.height
+            chunk, batch = batch.head(take), batch.slice(take)
+            seen.update(chunk["id"].to_list())
+            start = time.perf_counter()
+            rows = rollout_rows(chunk, run, run.generate, seed, gen.backend, gen.trainer.tokenizer, r, run.model)
+            timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - start
+            start = time.perf_counter()
+            frames.append(rows)
+            scored.append(score(rows, run.verify))
+            timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - start
+            mixed = _mixed(pl.concat(scored)).height if dynamic_sampling(run) else run.prompts_per_round
     rows, scored = pl.concat(frames), pl.concat(scored)
     if not dynamic_sampling(run):
         return rows, scored, attempts
     keep = _mixed(scored).head(run.prompts_per_round)["prompt_id"]
     return rows, scored.with_columns(train=pl.col("prompt_id").is_in(keep.to_list())), attempts
+
+
+def next_draw(short: int, mixed: int, drawn: int, left: int) -> int:
+    """Prompts to sample next: the shortfall over the share of mixed groups so far, with a quarter more for luck."""
+    return left if mixed == 0 else min(left, -(-5 * short * drawn // (4 * mixed)))
 
 
 def _mixed(scored: pl.DataFrame) -> pl.DataFrame:
