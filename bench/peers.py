@@ -49,8 +49,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
 DIFFERENCES = {
     "loss_type": "dapo (TRL's default): clipped-surrogate token losses summed over the step and divided by the "
                  "generation batch's token count / 2; crl grpo averages each sequence, then the groups",
-    "scale_rewards": "group (TRL's default): (r - group mean) / (group sample std + 1e-4), as crl grpo does; "
-                     "crl's default objective has no advantages",
+    "scale_rewards": "group (TRL's default): (r - group mean) / (group sample std + 1e-4), as crl grpo and dapo do",
     "minibatches": "TRL shuffles the 512 completions and cuts them into 2 steps of 256, so a group is split "
                    "across steps; crl shuffles whole groups into 2 steps of 32 groups",
     "sampling": "the same distribution (T=1, no top-p, no top-k) but other samples: transformers' generate draws "

@@ -90,7 +90,7 @@ class Verify:
 class Train:
     """One round of updates: the objective, the optimiser and how the model runs."""
 
-    objective: str = setting("conspo", "Training objective (see `crl train --list-objectives`).", flags=("--objective",))
+    objective: str = setting("dapo", "Training objective (see `crl train --list-objectives`).", flags=("--objective",))
     options: dict[str, Any] = setting({}, "Objective option NAME=VALUE (repeatable).", flags=("--option",))
     lr: float = setting(1e-6, "AdamW learning rate (constant).", gt=0.0, le=1.0)
     weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0.0, le=1.0)
