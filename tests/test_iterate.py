@@ -10,7 +10,6 @@ import sys
 import time
 import tomllib
 from pathlib import Path
-
 from types import SimpleNamespace
 
 import polars as pl

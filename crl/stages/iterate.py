@@ -72,9 +72,9 @@ def sample_round(run: RunConfig, gen: Generator, prompts: pl.DataFrame, r: int, 
     ``max_attempts`` draws did not find that many). A further draw is sampled in pieces sized to the shortfall,
     in the draw's order; each prompt's samples depend only on its seed, so the groups kept are those of sampling
     the whole draw, at a fraction of the generation."""
-    seed = run.seed * 1_000_003 + r * 10_007
+    seed, dynamic = run.seed * 1_000_003 + r * 10_007, dynamic_sampling(run)
     frames, scored, attempts, seen, mixed = [], [], 0, set(), 0
-    while attempts < (run.generate.max_attempts if dynamic_sampling(run) else 1) and mixed < run.prompts_per_round:
+    while attempts < (run.generate.max_attempts if dynamic else 1) and mixed < run.prompts_per_round:
         batch = round_prompts(prompts, r, run.prompts_per_round, run.seed, attempts).filter(~pl.col("id").is_in(list(seen)))
         attempts += 1
         while batch.height and mixed < run.prompts_per_round:
@@ -88,9 +88,9 @@ def sample_round(run: RunConfig, gen: Generator, prompts: pl.DataFrame, r: int, 
             frames.append(rows)
             scored.append(score(rows, run.verify))
             timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - start
-            mixed = _mixed(pl.concat(scored)).height if dynamic_sampling(run) else run.prompts_per_round
+            mixed += _mixed(scored[-1]).height  # the pieces hold distinct prompts
     rows, scored = pl.concat(frames), pl.concat(scored)
-    if not dynamic_sampling(run):
+    if not dynamic:
         return rows, scored, attempts
     keep = _mixed(scored).head(run.prompts_per_round)["prompt_id"]
     return rows, scored.with_columns(train=pl.col("prompt_id").is_in(keep.to_list())), attempts
