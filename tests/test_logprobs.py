@@ -1,4 +1,5 @@
-"""Padded and packed, chunked log-probs equal those of a plain forward pass over each sequence alone."""
+"""Padded, shared-prompt and packed, chunked log-probs (and their gradients) equal those of a plain forward
+pass over each sequence alone."""
 
 import pytest
 import torch
@@ -14,31 +15,46 @@ def plain(model, seq: TokenSeq) -> torch.Tensor:
     return logp[n - 1 : -1].gather(-1, ids[0, n:, None]).squeeze(-1)
 
 
-@pytest.mark.parametrize("packed", [False, True])
-def test_chunked_logprobs_match_plain_forward(tiny_model, packed):
-    model = load_model(tiny_model, "cpu").eval()
-    g = torch.Generator().manual_seed(0)
-    seqs = [
-        TokenSeq(torch.randint(3, 60, (p,), generator=g).tolist(), torch.randint(3, 60, (c,), generator=g).tolist())
-        for p, c in [(7, 5), (3, 9), (12, 1), (5, 4)]
+LAYOUTS = {"padded": {}, "shared": {"share_prompts": True}, "packed": {"packed": True}}
+
+
+def groups_of_samples(generator: torch.Generator) -> list[TokenSeq]:
+    """Prompts of several lengths, most with several completions (as a round's groups), one completion of
+    a single token."""
+    prompts = [torch.randint(3, 60, (p,), generator=generator).tolist() for p in (7, 3, 12, 5)]
+    return [
+        TokenSeq(prompts[k], torch.randint(3, 60, (c,), generator=generator).tolist())
+        for k, c in [(0, 5), (1, 9), (2, 1), (3, 4), (0, 2), (1, 6), (0, 7), (2, 3)]
     ]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_chunked_logprobs_match_plain_forward(tiny_model, layout):
+    model = load_model(tiny_model, "cpu").eval()
+    seqs = groups_of_samples(torch.Generator().manual_seed(0))
     with torch.no_grad():
-        batched = completion_logprobs(model, seqs, chunk=3, packed=packed)
+        batched = completion_logprobs(model, seqs, chunk=3, **LAYOUTS[layout])
         alone = [plain(model, s) for s in seqs]
     for a, b in zip(batched, alone):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("packed", [False, True])
-def test_gradient_through_chunks_matches_plain(tiny_model, packed):
-    model = load_model(tiny_model, "cpu", torch.float64)  # float64: the comparison is not at float32 noise
-    seqs = [TokenSeq([5, 6, 7], [8, 9, 10, 11]), TokenSeq([12, 13], [14, 15])]
-    loss = sum(lp.sum() for lp in completion_logprobs(model, seqs, chunk=2, packed=packed))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gradient_through_chunks_matches_plain(tiny_model, layout):
+    """Every parameter's gradient of a weighted sum of log-probs. In float64, except that the model's RMSNorm
+    computes in float32: a shared prompt sums its completions' gradients in another order, so it agrees
+    to float32 rounding (1e-6 relative), the other layouts to float64's."""
+    model = load_model(tiny_model, "cpu", torch.float64)
+    seqs = groups_of_samples(torch.Generator().manual_seed(1))
+    weights = [float(i + 1) for i in range(len(seqs))]  # unequal, so a row's gradient sent to another row shows
+    loss = sum(w * lp.sum() for w, lp in zip(weights, completion_logprobs(model, seqs, chunk=2, **LAYOUTS[layout])))
     loss.backward()
-    packed_grad = model.model.embed_tokens.weight.grad.clone()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    sum(plain(model, s).sum() for s in seqs).backward()
-    torch.testing.assert_close(packed_grad, model.model.embed_tokens.weight.grad, atol=1e-10, rtol=1e-9)
+    sum(w * plain(model, s).sum() for w, s in zip(weights, seqs)).backward()
+    tolerance = {"atol": 1e-4, "rtol": 1e-5} if layout == "shared" else {"atol": 1e-10, "rtol": 1e-9}
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, **tolerance, msg=name)
 
 
 def test_temperature_divides_logits(tiny_model):

@@ -30,6 +30,12 @@ class Runtime:
     gradient_checkpointing: bool
     packed: bool  # micro-batch layout: packed rows (flex_attention) or right-padded rows (crl/engine/logprobs.py)
 
+    @property
+    def share_prompts(self) -> bool:
+        """Right-padded rows run each distinct prompt once, except under activation recomputation, which
+        switches transformers' caches off (crl/engine/logprobs.py)."""
+        return not self.packed and not self.gradient_checkpointing
+
 
 def memory_defaults(n_params: int, device: str) -> tuple[int, bool]:
     """The micro-batch token budget and whether to recompute activations, by model size.

@@ -97,7 +97,7 @@ def each_bin(step: Step) -> Iterator[int | None]:
 
 def _forward(model: torch.nn.Module, data: Rollouts, rows: list[int], rt: Runtime) -> list[Tensor]:
     with autocast(rt):
-        return completion_logprobs(model, [data.seqs[i] for i in rows], data.temperature, packed=rt.packed)
+        return completion_logprobs(model, [data.seqs[i] for i in rows], data.temperature, packed=rt.packed, share_prompts=rt.share_prompts)
 
 
 def _shortest(data: Rollouts) -> list[int]:
