@@ -1,4 +1,4 @@
-"""crl's own sampler (crl/engine/sampler.py): seeds that belong to prompts, the sampling distribution,
+"""crl's own sampler (crl/engine/backends/sampler.py): seeds that belong to prompts, the sampling distribution,
 behaviour log-probs equal to the trainer's, greedy and truncated sampling, stop strings."""
 
 from __future__ import annotations
@@ -84,3 +84,24 @@ def test_stop_strings_cut_text_and_tokens(backend, prompts):
             if s.finish_reason == "stop" and s.token_ids[-1] != 1:
                 assert full.startswith(s.text) and "{" in full  # the stop string's tokens are kept, the text cut
                 assert "{" not in backend.tokenizer.decode(s.token_ids[:-1], skip_special_tokens=True)
+
+
+def test_a_loaded_backend_takes_new_weights_and_a_live_one_needs_none(tiny_model, tmp_path, prompts):
+    from safetensors.torch import load_file
+
+    from crl.engine.backends import WeightUpdate
+
+    cfg = Sampling(n=2, temperature=1.0, max_new_tokens=8)
+    loaded = HFBackend(tiny_model, device="cpu")
+    torch.manual_seed(0)
+    other = {k: v + 0.05 * torch.randn_like(v) for k, v in load_file(f"{tiny_model}/model.safetensors").items()}
+    before = loaded.sample(prompts, [1, 2, 3, 4, 5], cfg)
+    loaded.update_weights(WeightUpdate(other))
+    after = loaded.sample(prompts, [1, 2, 3, 4, 5], cfg)
+    assert tokens(after) != tokens(before) and not loaded.live
+    loaded.model.save_pretrained(tmp_path, state_dict=other)
+    loaded.tokenizer.save_pretrained(tmp_path)
+    assert tokens(HFBackend(str(tmp_path), device="cpu").sample(prompts, [1, 2, 3, 4, 5], cfg)) == tokens(after)
+    live = HFBackend(loaded.model, loaded.tokenizer)
+    live.update_weights(WeightUpdate({}))  # nothing to do: it samples with the module it was given
+    assert live.live and tokens(live.sample(prompts, [1, 2, 3, 4, 5], cfg)) == tokens(after)

