@@ -1,18 +1,20 @@
-"""Benchmark of generation: the vLLM backend against the transformers backend, same prompts, same settings.
+"""Benchmark of generation: crl's vLLM backend against raw vLLM and the transformers backend, same prompts.
 
 Prompts: the first P problems of the default test set (arith_test, else the same problems from the
 task generator), rendered with the model's chat template. Each backend samples n completions per prompt; we
 report completion tokens per second over the first call (which pays vLLM's warm-up), over a second call (steady
-state), and over start + first call (what a one-shot `crl generate` costs).
+state), and over start + first call (what a one-shot `crl generate` costs). ``raw`` is vLLM as a user would call
+it, ``LLM.generate`` in its own process with the same requests (n samples per prompt, a seed per prompt, the
+sampled tokens' log-probs): the difference to ``vllm`` is what crl's child process and bookkeeping cost.
 
-Weight updates for `crl iterate`: each round the trainer writes a checkpoint and generation must use it. Two
-ways for vLLM: (a) close the engine and start a new one from the checkpoint, (b) `update_weights` in place. Per
-round we time the operation itself and the first `sample` after it; the overhead of a round is the operation
-plus that first call minus a steady-state call. transformers' "restart" (load the checkpoint into a new
-HFBackend) is timed beside them.
+Weight updates for `crl iterate`: each round generation must use the trainer's new weights. Two ways for vLLM:
+(a) close the engine and start a new one from a checkpoint, (b) `update_weights` in place (vLLM's weight-transfer
+calls). Per round we time the operation itself and the first `sample` after it; the overhead of a round is the
+operation plus that first call minus a steady-state call. transformers' "restart" (load the checkpoint into a
+new HFBackend) is timed beside them.
 
     python bench/generate.py [--model crl/default/shipped/tiny-arith] [--prompts 64] [--n 8] [--max-new-tokens 32]
-                             [--rounds 2] [--backends vllm,hf] [--out bench/results/generate.json]
+                             [--rounds 2] [--backends vllm,raw,hf] [--out bench/results/generate.json]
 
 Run it with an environment where vllm imports (docs/vllm-cpu.md); without one, only the hf column is filled.
 """
@@ -72,10 +74,10 @@ def make(name: str, model: Path):
     if name == "vllm":
         from crl.engine.backends.vllm import VLLMBackend
 
-        return VLLMBackend(str(model), Backend(name="vllm", max_model_len=256))
+        return VLLMBackend(str(model), Backend(name="vllm"))
     from crl.engine.backends.hf import HFBackend
 
-    return HFBackend(str(model), device="cpu", batch_size=64)
+    return HFBackend(str(model), batch_size=64)
 
 
 def timed(fn, *args):
@@ -111,7 +113,11 @@ def bench_backend(name: str, model: Path, other: Path, prompts, cfg: Sampling, r
                 backend.close()
                 backend, t_op = timed(make, name, ckpt)
             else:
-                _, t_op = timed(backend.update_weights, ckpt)
+                from safetensors.torch import load_file
+
+                from crl.engine.backends import WeightUpdate
+
+                _, t_op = timed(backend.update_weights, WeightUpdate(load_file(ckpt / "model.safetensors")))
             _, t_call = timed(backend.sample, prompts, seeds, cfg)
             modes[mode].append({"op_s": t_op, "first_call_s": t_call, "overhead_s": t_op + t_call - t_second})
     backend.close()
@@ -124,6 +130,41 @@ def bench_backend(name: str, model: Path, other: Path, prompts, cfg: Sampling, r
     return row
 
 
+def bench_raw(model: Path, prompts: list[list[int]], cfg: Sampling) -> dict:
+    """Raw vLLM in a child process (it owns the accelerator there, as crl's engine does)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_raw, args=(child, str(model), prompts, cfg))
+    proc.start()
+    row = parent.recv()
+    proc.join()
+    return row
+
+
+def _raw(conn, model: str, prompts: list[list[int]], cfg: Sampling) -> None:
+    import os
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.platforms import current_platform
+
+    cpu = dict(dtype="float32", enforce_eager=True) if current_platform.is_cpu() else {}  # as crl's backend runs it
+    llm, start = timed(lambda: LLM(model=model, enable_prefix_caching=True, logprobs_mode="processed_logprobs", **cpu))
+    params = [SamplingParams(n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_new_tokens, seed=i, logprobs=0)
+              for i in range(len(prompts))]
+    requests = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+    first, t_first = timed(lambda: llm.generate(requests, params, use_tqdm=False))
+    second, t_second = timed(lambda: llm.generate(requests, params, use_tqdm=False))
+    n_first, n_second = (sum(len(c.token_ids) for out in o for c in out.outputs) for o in (first, second))
+    conn.send({"start_s": start, "first_call_s": t_first, "steady_call_s": t_second, "completion_tokens": n_first,
+               "tok_s_first_call": n_first / t_first, "tok_s_steady": n_second / t_second,
+               "tok_s_with_start": n_first / (start + t_first)})
+    llm.llm_engine.engine_core.shutdown()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else None)
@@ -132,7 +173,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--backends", default="vllm,hf")
+    ap.add_argument("--backends", default="vllm,raw,hf")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "generate.json")
     args = ap.parse_args()
 
@@ -145,12 +186,15 @@ def main() -> None:
     render = dict(add_generation_prompt=True, tokenize=True, return_dict=False)
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], **render) for q in questions(args.prompts)]
     cfg = Sampling(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    names = [b for b in args.backends.split(",") if b != "vllm" or importlib.util.find_spec("vllm")]
+    names = [b for b in args.backends.split(",") if b == "hf" or importlib.util.find_spec("vllm")]
 
     results = {}
     for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        results[name] = bench_backend(name, model, other, prompts, cfg, args.rounds)
+        if name == "raw":
+            results[name] = bench_raw(model, prompts, cfg)
+        else:
+            results[name] = bench_backend(name, model, other, prompts, cfg, args.rounds)
     shutil.rmtree(tmp, ignore_errors=True)
 
     fields = [

@@ -25,7 +25,7 @@ bf16-mixed`` measures crl's GPU default instead), fp32 on a CPU.
     python bench/train_throughput.py --tiny          # any machine, seconds: small shapes, same table
     python bench/train_throughput.py --models 1.5b --workloads ragged --attn sdpa,flex_attention
 
-Writes bench/results/train_throughput.json (or ``--out``).
+Writes bench/results/train_throughput.json (or ``--out``), after every row, so a run stopped early keeps its rows.
 """
 
 from __future__ import annotations
@@ -222,6 +222,13 @@ def main() -> None:
             methods.remove("trl")
     workloads = TINY_WORKLOADS if args.tiny else WORKLOADS
     vocab = 4096 if args.tiny else VOCAB
+    device_name = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
+    meta = dict(device=device_name, torch=torch.__version__, tiny=args.tiny, precision=args.precision)
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        meta["transformers"] = transformers.__version__
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for shape in models:
         n_params = sum(p.numel() for p in build_model(shape, Setup("meta", "fp32", 0, vocab, None), "sdpa", False).parameters())
@@ -253,17 +260,10 @@ def main() -> None:
                     torch.cuda.empty_cache()
                 results.append(row)
                 print_row(row)
+                args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")  # kept if stopped
             del model, optimizer
             if cuda:
                 torch.cuda.empty_cache()
-    device_name = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(device=device_name, torch=torch.__version__, tiny=args.tiny, precision=args.precision)
-    with contextlib.suppress(ImportError):
-        import transformers
-
-        meta["transformers"] = transformers.__version__
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print_table(results, device_name)
     print(f"wrote {args.out}")
 

@@ -33,7 +33,7 @@ def root(
     """Contrastive RL from verifiable rewards: generate -> verify -> train -> eval, or iterate them all."""
 
 
-from crl.cli import generate, verify, train, eval, iterate, data, model, inspect, plot, build_default  # noqa: E402,F401,I001  (registers commands, in --help's order)
+from crl.cli import generate, verify, train, eval, plan, iterate, data, model, inspect, plot, build_default  # noqa: E402,F401,I001  (registers commands, in --help's order)
 
 
 class Stopped(BaseException):

@@ -13,6 +13,7 @@ from crl.cli.options import Given, settings_command
 from crl.errors import CrlError
 
 TOP = ["model", "prompts", "template", "instruction", "rounds", "prompts_per_round", "save_every", "keep_last", "seed", "log_to"]
+FIELDS = [*TOP, "train.objective", "train.options", "eval.tasks", "backend.name"]  # crl plan takes the same
 
 
 def latest_run(root: Path) -> Path:
@@ -22,7 +23,7 @@ def latest_run(root: Path) -> Path:
     return runs[-1]
 
 
-@settings_command(app, "iterate", [*TOP, "train.objective", "train.options", "eval.tasks", "backend.name"])
+@settings_command(app, "iterate", FIELDS)
 def iterate_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: a new folder under ./runs/).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the latest under ./runs/) from its last saved state.")] = False,

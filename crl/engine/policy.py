@@ -18,6 +18,7 @@ from crl.config import Lora, Train
 from crl.engine import distributed
 from crl.engine.checkpoint import default_device, load_model
 from crl.engine.logprobs import packed_logprobs
+from crl.engine.memory import return_freed_memory
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def load_policy(path: str | Path, train: Train, lora: Lora) -> tuple[torch.nn.Mo
     from crl.engine.lora import add_adapters, adapter_base
 
     device = distributed.local_device(train.device or default_device())
+    if device == "cpu":
+        return_freed_memory()  # resident memory then follows the live tensors (crl/engine/memory.py)
     dtype = torch.bfloat16 if train.precision == "bf16" else torch.float32
     base = adapter_base(path)
     model = load_model(base or path, device, dtype)

@@ -33,6 +33,7 @@ from crl.progress import console
 from crl.stages import run_folder as folder
 from crl.stages.eval import evaluate
 from crl.stages.generate import check_positions, rollout_rows, tokenize_prompts
+from crl.stages.plan import check_fits
 from crl.stages.verify import score, write_verified
 from crl.verifiers import get_verifier
 from crl.views.tracking import check_tracker, open_tracker
@@ -160,6 +161,7 @@ def iterate(resolved: Resolved, run_dir: Path, resume: bool = False) -> pl.DataF
     folder.check_resumable(run_dir) if resume else folder.check_new_run(run_dir)
     model = resolve_model(run.model)
     prompts = check_run(run, model)
+    check_fits(run, model, prompts)  # before the model loads: a run that cannot fit is refused in seconds
     with run_lock(run_dir):
         if not resume:
             with atomic_path(run_dir / folder.CONFIG) as tmp:
