@@ -127,11 +127,14 @@ def run(model: Path, out: Path, small: bool) -> None:
         measured["peak_resident_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         predicted = plan["memory_gib"]["peak"]
         measured["prediction_error_pct"] = 100 * (predicted - measured["peak_resident_gib"]) / measured["peak_resident_gib"]
+    trained = metrics.filter(metrics["round"] == 1).to_dicts()[0]
+    timing = {"predicted_training_s": plan["seconds"].get("training"), "measured_training_s": trained.get("seconds/train"),
+              "predicted_sampling_s": plan["seconds"].get("sampling"), "measured_sampling_s": trained.get("seconds/generate")}
     result = {"backend": "vllm" if vllm else "hf (vllm does not import here)", "plan": plan,
-              "predicted_peak_gib": predicted, "measured": measured,
+              "predicted_peak_gib": predicted, "measured": measured, "time": timing,
               "metrics": metrics.to_dicts(), "generator": generators[0].rounds if generators else []}
     out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(json.dumps({k: result[k] for k in ("backend", "predicted_peak_gib", "measured", "generator")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("backend", "predicted_peak_gib", "measured", "time", "generator")}, indent=1))
 
 
 def main() -> None:
