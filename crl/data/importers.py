@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from crl.data import reasoning_gym
 from crl.data.catalogue import known
 from crl.data.prompts import ANSWER_FIELDS, PROMPT_FIELDS, data_home, load_prompts, read_json_rows
 from crl.errors import CrlError
@@ -206,6 +207,19 @@ class Written:
     path: Path
     rows: int
     skipped: int = 0
+
+
+def import_generated(
+    source: str, name: str | None, out: Path | None, rows: int, seed: int, params: dict[str, Any], overwrite: bool = False
+) -> Written:
+    """``rows`` problems of a reasoning-gym task (crl/data/reasoning_gym.py) as a prompt set, named after the task
+    unless ``name`` is given."""
+    set_name = name or source[len(reasoning_gym.PREFIX):]
+    generated = reasoning_gym.generate_rows(source, rows, seed, params)  # checks the task and its options first
+    target = check_output(set_path(set_name, out), overwrite=overwrite, flag="--out")
+    df, skipped = to_prompt_set(generated, set_name)
+    origin = f"{source} rows={rows} seed={seed}" + "".join(f" {k}={v}" for k, v in params.items())
+    return Written(set_name, write_set(df, target, origin), df.height, skipped)
 
 
 def import_path(
