@@ -58,6 +58,9 @@ from objectives import RESULTS, finished, mean_std, run_one
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = ("dapo", "grpo", "rence", "conspo", "disco")
+# Every run: 12 rounds (about 15 minutes of a quiet 2-core CPU for SmolLM2), evaluated before and after; a
+# verification limit far above any item's time, so that a loaded machine cannot turn a slow item into a zero.
+BENCH = {"rounds": 12, "eval": {"every": 12}, "save_every": 12, "verify": {"timeout": 60.0}}
 ANALYSIS = ("entropy", "mean_completion_tokens", "score_gap", "hardest_neg_weight", "groups_dropped", "clip_frac")
 
 
@@ -86,14 +89,19 @@ def prepare(task: Task) -> None:
             import_generated(source, name, None, rows, seed, parse_params(list(params)))
 
 
-def recipe_rounds(task: Task) -> int:
-    return int(load_toml(task.recipe)["rounds"])
+def merged(base: dict, over: dict) -> dict:
+    """``over`` laid on ``base``, table by table."""
+    return {**base, **{k: merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v for k, v in over.items()}}
+
+
+def recipe_rounds(task: Task, settings: dict) -> int:
+    return int(settings.get("rounds", load_toml(task.recipe)["rounds"]))
 
 
 def online(task: Task, objective: str, seed: int, out: Path, settings: dict, keep: int | None) -> Path:
     """One online run; with ``keep``, the state after round ``keep`` is saved and kept (the offline arm's start)."""
     if keep:
-        settings = {**settings, "save_every": keep, "keep_last": recipe_rounds(task) // keep + 1}
+        settings = merged(settings, {"save_every": keep, "keep_last": recipe_rounds(task, settings) // keep + 1})
     run_one(objective, None, seed, settings, out, task.recipe)
     return next(out.glob(f"{objective}-lr*-seed{seed}"))
 
@@ -105,9 +113,8 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     if (run / "metrics.parquet").is_file():
         return run
     config = load_toml(base / "config.toml")
-    layer = {"train": {**config["train"], "objective": objective, "options": {}, "epochs": epochs,
-                       "minibatches": config["train"].get("minibatches", 1) * n}}
-    resolved = resolve([(config, "base run"), (layer, "bench")])
+    layer = {"train": {"objective": objective, "options": {}, "epochs": epochs, "minibatches": config["train"].get("minibatches", 1) * n}}
+    resolved = resolve([(merged(config, layer), "base run, bench")])
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     start = time.perf_counter()
@@ -239,25 +246,25 @@ def main() -> None:
     args = parser.parse_args()
 
     if not args.report:
-        settings = parse_set(args.settings)
+        settings = merged(BENCH, parse_set(args.settings))
         for name in args.tasks:
+            prepare(TASKS[name])
+        for seed, name in ((seed, name) for seed in args.seeds for name in args.tasks):  # a whole seed first
             task = TASKS[name]
-            prepare(task)
-            n = args.offline_rounds or recipe_rounds(task) // 2
-            for seed in args.seeds:
-                for objective in args.objectives if "online" in args.arms else ():
-                    online(task, objective, seed, args.out / name / "online", settings, n if objective == "dapo" else None)
-                for objective in args.replay_objectives if "replay" in args.arms else ():
-                    replay = {**settings, "train": {**settings.get("train", {}), "replay": args.replay}}
-                    online(task, objective, seed, args.out / name / f"replay-m{args.replay}", replay, None)
-                if "offline" in args.arms:
-                    base = online(task, "dapo", seed, args.out / name / "online", settings, n)
-                    offline(task, base, n, args.offline_epochs, args.offline_objective, args.out / name / "offline")
-                for run in (args.out / name).glob("*/*-seed*/"):
-                    keep = {checkpoint_dir(run, n)} if run.parent.name == "online" and run.name.startswith("dapo-") else set()
-                    for state in (run / CHECKPOINTS).glob("round-*"):
-                        if state not in keep and finished(run, load_toml(run / "config.toml")["rounds"]):
-                            shutil.rmtree(state)
+            n = args.offline_rounds or recipe_rounds(task, settings) // 2
+            for objective in args.objectives if "online" in args.arms else ():
+                online(task, objective, seed, args.out / name / "online", settings, n if objective == "dapo" else None)
+            for objective in args.replay_objectives if "replay" in args.arms else ():
+                replay = merged(settings, {"train": {"replay": args.replay}})
+                online(task, objective, seed, args.out / name / f"replay-m{args.replay}", replay, None)
+            if "offline" in args.arms:
+                base = online(task, "dapo", seed, args.out / name / "online", settings, n)
+                offline(task, base, n, args.offline_epochs, args.offline_objective, args.out / name / "offline")
+            for run in (args.out / name).glob("*/*-seed*/"):
+                keep = {checkpoint_dir(run, n)} if run.parent.name == "online" and run.name.startswith("dapo-") else set()
+                for state in (run / CHECKPOINTS).glob("round-*"):
+                    if state not in keep and finished(run, load_toml(run / "config.toml")["rounds"]):
+                        shutil.rmtree(state)
     rows = finished_rows(args.out)
     if not rows:
         raise SystemExit(f"no finished run under {args.out}")
