@@ -23,6 +23,7 @@ from crl.answers.normalize import UNITS
 
 MAX_SPAN = 2000  # characters read after a cue phrase; longer answers are refused downstream anyway
 MAX_RUN = 16  # operations read around a number in plain-text arithmetic
+MAX_ARGUMENT_DEPTH = 4  # nested LaTeX arguments climbed to find the bracket group around a number
 
 BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![a-zA-Z])")
 BOX_TOKENS = (("<|begin_of_box|>", "<|end_of_box|>"), ("<answer>", "</answer>"))  # GLM's box tokens; answer tags
@@ -209,7 +210,9 @@ def last_number_span(text: str) -> Span | None:
     if _RELATION_BEFORE.search(before) or (_RELATION_AFTER.match(after) and not after.lstrip().startswith("<|")):
         return None
     group = _bracket_group(line, at)
-    while group is not None and line[group[0]] == "{":  # a LaTeX argument: the group around the command counts
+    for _ in range(MAX_ARGUMENT_DEPTH):  # a LaTeX argument ("\\frac{\\pi}{2}"): the group around the command counts
+        if group is None or line[group[0]] != "{":
+            break
         group = _bracket_group(line, group[0])
     if group is not None and line[group[0]] in "([" and "," in line[group[0] : group[1]]:
         s, e = group
