@@ -163,7 +163,7 @@ def final_span(text: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES) -> S
     if "boxed" in strategies:
         box = joined_boxes(text, boxes(text))
         if box is not None and box.kind == "tag" and box.content is not None:  # a token box may hold a sentence
-            inner = final_span(box.content, strategies)
+            inner = final_span(box.content, tuple(k for k in strategies if k != "last_number"))
             box = Span(box.start, box.end, inner.content if inner else box.content, "tag", box.closed)
         if box is not None:
             candidates.append(box)
