@@ -55,7 +55,6 @@ _NEGATED = re.compile(r"(?:not|never|no longer|neither)\b", re.IGNORECASE)
 _WORD2 = re.compile(r"[A-Za-z]{2,}")
 _WORD3 = re.compile(r"[a-zA-Z]{3,}")
 _DIGIT = re.compile(r"\d")
-_COMMAND = re.compile(r"\\[a-zA-Z]+")
 _NOT_ANSWERS = {"correct", "incorrect", "wrong", "right", "that", "this", "as", "below", "above", "not", "clear",
                 "given", "obvious", "simple", "straightforward", "yes", "no", "unclear", "unknown", "follows"}
 MAX_SUBJECTS = 4  # "X is Y is Z": subjects skipped before the answer
