@@ -1,14 +1,15 @@
 """Benchmark of crl's `math` verifier against Hugging Face Math-Verify: accuracy and throughput, same items.
 
 Items: the labelled case files for accuracy (tests/verifier_cases.jsonl, written with crl's code,
-tests/verifier_external_cases.jsonl, facts from other graders' tests and issue threads, and
-tests/verifier_real_cases.jsonl, whole completions written by real models and judged by hand, reported in its two
-parts: "tune", the cases the rules were worked out on, and "holdout", kept out of that work), plus N completions
-synthesised from the
-benchmark files in ../shared/data: MATH / AIME / Minerva solutions ending in their \\boxed answer, MATH-train
-answers written in the styles models use ("The final answer is $x$. I hope it is correct.", "Answer: x", ...),
-GSM8K solutions ending in "#### x" or "The answer is x.", and the project's default arithmetic task; about a
-third get a perturbed answer (off by one, another problem's answer), so both true and false pairs are timed.
+tests/verifier_external_cases.jsonl, facts from other graders' tests and issue threads, and the collection of
+whole completions written by real models and judged by hand, reported in its two parts: "tune", the cases the
+rules were worked out on, and "holdout", kept out of that work; its labels are tests/verifier_real_labels.jsonl,
+its text is read back from public repositories by `python bench/real_outputs.py` into bench/data/, and its columns
+read "not built" until then), plus N completions synthesised from the benchmark files in ../shared/data: MATH /
+AIME / Minerva solutions ending in their \\boxed answer, MATH-train answers written in the styles models use
+("The final answer is $x$. I hope it is correct.", "Answer: x", ...), GSM8K solutions ending in "#### x" or "The
+answer is x.", and the project's default arithmetic task; about a third get a perturbed answer (off by one,
+another problem's answer), so both true and false pairs are timed.
 Configurations: crl in one process (a loop over the verifier), crl `verify_many` with 1..k worker processes, and
 Math-Verify in one process (`verify(parse(gold), parse(completion))`, gold parses cached), on the same items.
 
@@ -32,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crl.verifiers import get_verifier, verify_many  # noqa: E402
+from real_outputs import read_collection  # noqa: E402  (bench/, the script's own folder)
 
 CASES = ROOT / "tests" / "verifier_cases.jsonl"
 EXTERNAL = ROOT / "tests" / "verifier_external_cases.jsonl"
-REAL = ROOT / "tests" / "verifier_real_cases.jsonl"
 PARTS = ("tune", "holdout")
 
 
@@ -167,9 +168,11 @@ def main() -> None:
     crl_ext = accuracy([get_verifier("math")(c["completion"], c["answer"]).reward for c in external], ext_l)
     mv_ext = run_math_verify([c["completion"] for c in external], [c["answer"] for c in external])
 
-    real = {p: [c for c in _rows(REAL) if c["part"] == p] for p in PARTS}
-    crl_real = {p: accuracy([get_verifier("math")(c["completion"], c["answer"]).reward for c in real[p]],
-                            [c["label"] for c in real[p]]) for p in PARTS}
+    collection = read_collection()
+    real = {p: [c for c in collection or [] if c["part"] == p] for p in PARTS}
+    real_l = {p: [c["label"] for c in real[p]] for p in PARTS}
+    crl_real = {p: accuracy([get_verifier("math")(c["completion"], c["answer"]).reward for c in real[p]], real_l[p])
+                if collection else None for p in PARTS}
     mv_real = {p: run_math_verify([c["completion"] for c in real[p]], [c["answer"] for c in real[p]]) for p in PARTS}
 
     items = build_items(args.data, args.n, args.seed)
@@ -192,7 +195,8 @@ def main() -> None:
         rows.append({"config": "Math-Verify, 1 process", "processes": 1, "seconds": secs,
                      "items_per_s": len(items) / secs, "bench_accuracy": accuracy(rewards, labels),
                      "case_accuracy": accuracy(mv_case[0], case_l), "external_accuracy": accuracy(mv_ext[0], ext_l),
-                     **{f"real_{p}_accuracy": accuracy(mv_real[p][0], [c["label"] for c in real[p]]) for p in PARTS}})
+                     **{f"real_{p}_accuracy": accuracy(mv_real[p][0], real_l[p]) if collection else None
+                        for p in PARTS}})
         base = rows[-1]["items_per_s"]
         for r in rows:
             r["speedup_vs_math_verify"] = r["items_per_s"] / base
@@ -212,10 +216,14 @@ def _print_table(report: dict) -> None:
     lines = [f"{report['n_items']} completions ({report['sources']}), real model outputs {report['n_real']}, "
              f"{report['n_external']} external cases, {report['n_cases']} case-file cases, {report['cpu_count']} CPUs, "
              f"load average {report['load_average'][0]:.1f}", "", head, "|---|---|---|---|---|---|---|---|"]
+    if not any(report["n_real"].values()):
+        lines[1:1] = ["", "Real model outputs: not built here; `python bench/real_outputs.py [--sources DIR]` reads "
+                      "their text back from the public repositories the labels point to."]
     for r in report["rows"]:
         ratio = r.get("speedup_vs_math_verify")
         shown = "" if ratio is None else f"{ratio:.1f}x"
-        lines.append(f"| {r['config']} | {r['real_tune_accuracy']:.1%} | {r['real_holdout_accuracy']:.1%} | "
+        real = [("not built" if r[f"real_{p}_accuracy"] is None else f"{r[f'real_{p}_accuracy']:.1%}") for p in PARTS]
+        lines.append(f"| {r['config']} | {real[0]} | {real[1]} | "
                      f"{r['external_accuracy']:.1%} | {r['case_accuracy']:.1%} | {r['bench_accuracy']:.1%} | "
                      f"{r['items_per_s']:,.0f} | {shown} |")
     text = "\n".join(lines)

@@ -1,15 +1,19 @@
 """Whole completions written by real models, judged by hand: the collection, its two parts, and one test per rule.
 
-tests/verifier_real_cases.jsonl holds 338 completions (GPT-3 6B/175B and MetaMath-7B and ToRA-70B/ToRA-Code-34B on
-GSM8K, GPT-4 on MATH), each with its origin, licence, gold answer and a label judged by reading its final answer
-against the gold (corrections and judgements in `note`). About a third ("holdout") was kept out of the work on the
-rules; bench/verify.py reports both parts beside Math-Verify. The rule tests below take a real completion and, where
-a rule needs a variant, change only its final answer line, so each policy is checked on text as models write it.
+tests/verifier_real_labels.jsonl holds our work on 338 completions (GPT-3 6B/175B and MetaMath-7B and
+ToRA-70B/ToRA-Code-34B on GSM8K, GPT-4 on MATH): each case's origin (repository, commit, file, record), licence,
+part, and the label judged by reading its final answer against the gold (corrections and judgements in `note`).
+The text is not in this repository (docs/verifier.md says why): `python bench/real_outputs.py` reads it back from
+the pinned commits into bench/data/verifier_real_cases.jsonl, and the tests over that text skip without it. About a
+third ("holdout") was kept out of the work on the rules; bench/verify.py reports both parts beside Math-Verify.
+The rule tests at the end put each answer line under a worked solution written for these tests, so they run
+everywhere.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -17,38 +21,47 @@ import pytest
 
 from crl.verifiers import get_verifier
 
-CASES = Path(__file__).parent / "verifier_real_cases.jsonl"
+LABELS = Path(__file__).parent / "verifier_real_labels.jsonl"
+REBUILT = Path(__file__).resolve().parents[1] / "bench" / "data" / "verifier_real_cases.jsonl"
 math = get_verifier("math")
 
 
-def _cases() -> list[dict]:
-    return [json.loads(line) for line in CASES.read_text().splitlines() if line.strip()]
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-BY_ID = {c["id"]: c for c in _cases()}
+@pytest.fixture(scope="module")
+def collection() -> dict[str, dict]:
+    """The rebuilt collection by id, with the committed labels; skips where it has not been rebuilt."""
+    if not REBUILT.exists():
+        pytest.skip(f"bench/data/{REBUILT.name} is not built: `python bench/real_outputs.py` reads its text back")
+    labels = {c["id"]: c for c in _rows(LABELS)}
+    cases = {c["id"]: c for c in _rows(REBUILT)}
+    if cases.keys() != labels.keys() or any(cases[i]["origin"] != lab["origin"] for i, lab in labels.items()):
+        pytest.fail(f"{REBUILT} is older than {LABELS.name}: rerun python bench/real_outputs.py")
+    return {i: {**cases[i], **{k: v for k, v in lab.items() if k != "sha256"}} for i, lab in labels.items()}
 
 
-def test_collection_is_sourced_licensed_and_two_sided():
-    cases = _cases()
-    assert len(cases) >= 300 and len(BY_ID) == len(cases)
-    assert all(c["origin"] and c["licence"].startswith("MIT") and isinstance(c["label"], bool) for c in cases)
-    assert len({c["model"] for c in cases}) >= 5 and {c["task"] for c in cases} == {"math", "gsm8k"}
-    parts = Counter((c["part"], c["label"]) for c in cases)
+def test_labels_are_sourced_licensed_pinned_and_two_sided():
+    labels = _rows(LABELS)
+    assert len(labels) >= 300 and len({c["id"] for c in labels}) == len(labels)
+    for c in labels:
+        origin = c["origin"]
+        assert re.fullmatch(r"[0-9a-f]{40}", origin["commit"]) and origin["repo"] and origin["path"], c["id"]
+        assert {"line", "uuid", "idx", "id"} & origin.keys() and re.fullmatch(r"[0-9a-f]{64}", c["sha256"]), c["id"]
+        assert c["licence"].startswith("MIT") and isinstance(c["label"], bool), c["id"]
+        assert not {"question", "answer", "completion"} & c.keys(), f"{c['id']}: the text is not committed"
+    assert len({c["model"] for c in labels}) >= 5 and {c["task"] for c in labels} == {"math", "gsm8k"}
+    parts = Counter((c["part"], c["label"]) for c in labels)
     assert all(parts[(p, lab)] >= 30 for p in ("tune", "holdout") for lab in (True, False))
 
 
 @pytest.mark.parametrize("part", ["tune", "holdout"])
-def test_agreement_with_the_judged_labels_is_at_least_95_percent(part):
-    cases = [c for c in _cases() if c["part"] == part]
+def test_agreement_with_the_judged_labels_is_at_least_95_percent(collection, part):
+    cases = [c for c in collection.values() if c["part"] == part]
     wrong = [f"{c['id']} label={c['label']} gold={c['answer']!r} pred={math(c['completion'], c['answer']).pred!r}"
              for c in cases if bool(math(c["completion"], c["answer"]).reward) != c["label"]]
     assert len(wrong) <= 0.05 * len(cases), "\n".join(wrong)
-
-
-def _with_answer(case_id: str, answer_line: str) -> str:
-    """The real completion with its final "# Answer" section replaced."""
-    text = BY_ID[case_id]["completion"]
-    return text.rsplit("# Answer", 1)[0] + answer_line
 
 
 @pytest.mark.parametrize(
@@ -65,7 +78,7 @@ def _with_answer(case_id: str, answer_line: str) -> str:
         "real-0222",  # 864 for the gold "864 \mbox{ inches}^2": units leave the gold too
         "real-0321",  # "y=4/3" for \frac43: an assignment is its value
         "real-0257",  # the letter C for \text{(C)}
-        "real-0334",  # "Hillary has 7 nickels." under the heading
+        "real-0334",  # a whole sentence under the heading, the count inside it
         "real-0216",  # 1.5 for \frac{3}{2}: a decimal equal to the exact gold
         "real-0294",  # "2 * 5! * 5!" for 28800: arithmetic left undone is not credited
         "real-0315",  # "2^8" for 256: the same rule for powers
@@ -73,9 +86,21 @@ def _with_answer(case_id: str, answer_line: str) -> str:
         "real-0263",  # an unsimplified trigonometric expression for "simplify"
     ],
 )
-def test_each_rule_on_the_real_case_it_came_from(case_id):
-    case = BY_ID[case_id]
+def test_each_rule_on_the_real_case_it_came_from(collection, case_id):
+    case = collection[case_id]
     assert math(case["completion"], case["answer"]).reward == float(case["label"]), case["note"]
+
+
+# A worked solution in the step-by-step style of the collection, written for these tests, with numbers in every
+# line (a denominator of 20 among them) and no answer yet: each case below adds only its final answer line.
+WORKED = (
+    "I want to compare the two fractions, so I will put them over a common denominator.\n"
+    "The least common multiple of 4 and 5 is 20, so \\[\\frac{3}{4}=\\frac{15}{20}\\quad\\text{and}\\quad"
+    "\\frac{2}{5}=\\frac{8}{20}.\\]\n"
+    "Their difference is $\\frac{15}{20}-\\frac{8}{20}=\\frac{7}{20}$, which does not reduce, since 7 is prime.\n"
+    "As a check with decimals: 0.75 - 0.4 = 0.35, and 7/20 = 0.35 too.\n"
+    "That settles the comparison, so I can write the result.\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -129,6 +154,6 @@ def test_each_rule_on_the_real_case_it_came_from(case_id):
         ("\\boxed{0.5000001}", "0.5", 0.0),
     ],
 )
-def test_each_rule_on_a_real_completion_with_its_answer_line_changed(answer_line, gold, reward):
-    v = math(_with_answer("real-0254", answer_line), gold)
+def test_each_rule_on_a_worked_solution_with_its_answer_line_changed(answer_line, gold, reward):
+    v = math(WORKED + answer_line, gold)
     assert v.reward == reward, v
