@@ -156,14 +156,14 @@ def rebuild(labels: list[dict], read: Callable[[str, str, str], str]) -> list[di
     return cases
 
 
-def read_collection(path: Path = REBUILT) -> list[dict] | None:
+def read_collection(path: Path = REBUILT, labels_path: Path = LABELS) -> list[dict] | None:
     """The rebuilt collection, or None where it has not been built; stops if it is older than the labels."""
     if not path.exists():
         return None
     cases = _rows(path)
-    labels = [{k: v for k, v in label.items() if k != "sha256"} for label in _rows(LABELS)]
+    labels = [{k: v for k, v in label.items() if k != "sha256"} for label in _rows(labels_path)]
     if len(cases) != len(labels) or any({k: c.get(k) for k in lab} != lab for c, lab in zip(cases, labels)):
-        _fail(f"{path} is older than {LABELS.name}: rebuild it with python bench/real_outputs.py")
+        _fail(f"{path} is older than {labels_path.name}: rebuild it with python bench/real_outputs.py")
     return cases
 
 
