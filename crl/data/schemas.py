@@ -8,6 +8,10 @@ The metadata contract (Parquet key-value metadata, JSON values under ``crl.*``):
 (the settings they were drawn with), ``tokenizer`` (a fingerprint of the vocabulary: token ids mean the same
 thing exactly when it matches), ``model`` and ``seed``; verified/ adds ``verifier`` (names and weights) and
 ``summary``. ``RolloutMeta`` is that contract as a type; a file without it was not written by crl.
+
+`crl verify` also reads a plain table of completions made by any tool (prompt_id, completion, answer; see
+``read_completions``): its verified/ output has only the columns that table had, plus the verdicts, and is refused
+by training with one line naming what it lacks.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ GROUP_SCHEMA: dict[str, pl.DataType] = {
 
 STATUSES = ("ok", "no_answer", "unparsable", "timeout", "error")
 VERIFIED_FILES = ("positive.parquet", "negative.parquet", "groups.parquet")
+COMPLETION_SCHEMA: dict[str, pl.DataType] = {"prompt_id": pl.String(), "completion": pl.String(), "answer": pl.String()}
+TOKEN_COLUMNS = ("prompt_ids", "completion_ids", "logprobs")
 
 
 
@@ -182,6 +188,40 @@ def read_rollouts(path: str | Path) -> tuple[pl.DataFrame, RolloutMeta]:
     return df, meta  # type: ignore[return-value]
 
 
+def read_completions(path: str | Path) -> tuple[pl.DataFrame, RolloutMeta | None]:
+    """What `crl verify` checks: rollouts of `crl generate` (a table with token ids, which must carry crl's metadata),
+    or any other table of completions (Parquet, a folder of Parquet shards, or JSONL) with prompt_id, completion and
+    answer columns, whose other columns are kept as they are and whose metadata is None: verifying needs no token
+    ids, log-probs or sampling settings, only training does."""
+    path = Path(path)
+    if path.suffix.lower() in (".jsonl", ".ndjson") and path.is_file():
+        try:
+            df = pl.read_ndjson(path, infer_schema_length=None)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            raise CrlError(f"{path}: not a readable JSONL file ({str(e).splitlines()[0]})") from None
+    else:
+        files = parquet_files(path)
+        df = pl.concat([read_parquet(f) for f in files], how="diagonal_relaxed")
+        if any(read_metadata(f).get("tokenizer") for f in files) or set(TOKEN_COLUMNS) & set(df.columns):
+            return read_rollouts(path)  # crl rollouts: token ids mean nothing without their tokenizer's metadata
+    if not {"prompt_id", "completion", "answer"} <= set(df.columns):
+        missing = [c for c in COMPLETION_SCHEMA if c not in df.columns]
+        raise CrlError(f"{path}: missing column(s) {', '.join(missing)}; a table to verify needs prompt_id, completion and answer")
+    if df.schema["prompt_id"].is_integer():
+        df = df.with_columns(pl.col("prompt_id").cast(pl.String))
+    df = conform(df, COMPLETION_SCHEMA, str(path))
+    if df.is_empty():
+        raise CrlError(f"{path}: holds no completions")
+    for column in COMPLETION_SCHEMA:
+        nulls = df[column].is_null()
+        if nulls.any():
+            raise CrlError(f"{path}: row {int(nulls.arg_true()[0])} has no {column}")
+    empty = df["answer"].str.strip_chars() == ""
+    if empty.any():
+        raise CrlError(f"{path}: row {int(empty.arg_true()[0])} has an empty gold answer")
+    return df, None
+
+
 def read_verified(folder: str | Path) -> tuple[pl.DataFrame, pl.DataFrame, RolloutMeta]:
     """The positive and negative rollouts of a verified/ folder as one frame (with a ``positive`` column), its
     groups, and its metadata (the rollouts' plus ``verifier`` and ``summary`` in ``extra``)."""
@@ -193,7 +233,12 @@ def read_verified(folder: str | Path) -> tuple[pl.DataFrame, pl.DataFrame, Rollo
         raise CrlError(f"{folder}: not a verified/ output of `crl verify` (missing {', '.join(missing)})")
     parts = []
     for name, positive in zip(VERIFIED_FILES[:2], (True, False)):
-        part = conform(read_parquet(folder / name), VERIFIED_SCHEMA, str(folder / name))
+        part = read_parquet(folder / name)
+        if "tokenizer" not in read_metadata(folder / name) and {"prompt_id", "completion", "answer"} <= set(part.columns):
+            lacks = [c for c in ROLLOUT_SCHEMA if c not in part.columns] + ["crl generation metadata"]
+            raise CrlError(f"{folder}: verified from a plain completion table, which lacks {', '.join(lacks)}; "
+                           "training needs rollouts made by `crl generate`")
+        part = conform(part, VERIFIED_SCHEMA, str(folder / name))
         parts.append(part.with_columns(positive=pl.lit(positive)))
     rows = pl.concat(parts, how="diagonal_relaxed").sort("prompt_id", "sample")
     if rows.is_empty():

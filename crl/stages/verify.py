@@ -1,5 +1,9 @@
 """Stage 2, verify: rollouts in, verified/{positive,negative,groups}.parquet out.
 
+The input may also be any table of completions made by another tool (prompt_id, completion, answer): re-scoring
+another generator's outputs or a peer's evaluation dump needs no token ids or sampling metadata; the output then
+has that table's columns plus the verdicts, and no columns are invented for it.
+
 Each completion's final answer is extracted and checked against the gold answer by the verifiers named in the
 ``[verify]`` settings (worker processes, a wall-clock limit per item); a completion stopped by the length limit
 gets credit only when its final answer is complete. With several verifiers the reward is
@@ -17,7 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from crl.config import Verify
-from crl.data.schemas import GROUP_SCHEMA, STATUSES, VERDICT_SCHEMA, read_rollouts
+from crl.data.schemas import GROUP_SCHEMA, STATUSES, VERDICT_SCHEMA, read_completions
 from crl.io import atomic_path, check_output, write_parquet
 from crl.verifiers import verify_many
 
@@ -25,7 +29,7 @@ from crl.verifiers import verify_many
 def score(rollouts: pl.DataFrame, settings: Verify, show_progress: bool = True) -> pl.DataFrame:
     """The rollouts with reward, pred, status and positive columns (and reward/NAME per verifier if several)."""
     completions, answers = rollouts["completion"].to_list(), rollouts["answer"].to_list()
-    truncated = (rollouts["finish_reason"] == "length").to_list()
+    truncated = (rollouts["finish_reason"] == "length").to_list() if "finish_reason" in rollouts.columns else None
     total = pl.Series("reward", [0.0] * rollouts.height, pl.Float64)
     columns = []
     for k, (name, weight) in enumerate(settings.verifier.items()):
@@ -66,9 +70,11 @@ def summary(scored: pl.DataFrame, grouped: pl.DataFrame) -> dict[str, float]:
         "all_positive": int((grouped["n_neg"] == 0).sum()),
         "all_negative": int((grouped["n_pos"] == 0).sum()),
         "mixed": int(((grouped["n_pos"] > 0) & (grouped["n_neg"] > 0)).sum()),
-        "mean_completion_tokens": float(scored["completion_ids"].list.len().mean()),
-        "truncated": float((scored["finish_reason"] == "length").mean()),
     }
+    if "completion_ids" in scored.columns:  # absent from a plain completion table
+        out["mean_completion_tokens"] = float(scored["completion_ids"].list.len().mean())
+    if "finish_reason" in scored.columns:
+        out["truncated"] = float((scored["finish_reason"] == "length").mean())
     out.update({c: float(scored[c].mean()) for c in scored.columns if c.startswith("reward/")})
     counts = dict(scored["status"].value_counts().iter_rows())
     out.update({f"status_{s}": int(counts.get(s, 0)) for s in STATUSES})
@@ -92,5 +98,5 @@ def write_verified(scored: pl.DataFrame, out: Path, meta: dict[str, object]) -> 
 def verify(rollouts_path: Path, out: Path, settings: Verify, overwrite: bool = False) -> dict[str, float]:
     """Run the stage and return its summary."""
     check_output(out, overwrite=overwrite, inputs=[rollouts_path], folder=True)
-    rollouts, meta = read_rollouts(rollouts_path)
-    return write_verified(score(rollouts, settings), out, {**meta.to_dict(), "verifier": settings.verifier})
+    rollouts, meta = read_completions(rollouts_path)  # crl rollouts, or any table of prompt_id, completion, answer
+    return write_verified(score(rollouts, settings), out, {**(meta.to_dict() if meta else {}), "verifier": settings.verifier})
