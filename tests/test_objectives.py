@@ -4,8 +4,10 @@ zero-gradient cases and small examples worked out by hand."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -639,3 +641,54 @@ def test_the_listing_names_every_objective_and_marks_the_default_once(cli):
     code, out, _ = cli("train", "--list-objectives")
     assert code == 0 and out.count("(default)") == 1 and f"{Train.objective} (default)" in out
     assert all(name in out for name in OBJECTIVES)
+
+
+# ---- the numbers of the release before objectives were composed, pinned --------------------------------
+# tests/objective_values.json holds, for every case above on fixed batches (several groups, ragged lengths,
+# flat groups, with and without reference log-probs), the loss, every statistic and a digest of the gradient
+# as f148ed5 computed them (float64). A refactoring of the objectives must leave each of them where it was.
+
+PINNED = Path(__file__).with_name("objective_values.json")
+BATCHES = {  # name: (seed, kinds, with reference log-probs)
+    "mixed": (0, KINDS, True),
+    "mixed-no-reference": (1, KINDS, False),
+    "flat-only": (5, ("pos", "neg", "pos"), True),
+    "one-group": (9, ("mixed",), True),
+}
+
+
+def pinned_cases():
+    for (name, opts, ctx), case in zip(CASES, IDS):
+        for batch, (seed, kinds, ref) in BATCHES.items():
+            if not ref and needs_reference(name, opts):
+                continue
+            yield f"{case}/{batch}", name, opts, ctx, (seed, kinds, ref)
+            if name.startswith("disco"):
+                yield f"{case}/{batch}/step", name, opts, ctx, (seed, kinds, ref)
+
+
+def measure(key: str, name: str, opts: dict, ctx: dict, batch: tuple) -> dict:
+    """Loss, statistics and a digest of d loss / d logp: its sum, its square sum, and its projections on two
+    fixed random directions (any change to any element shows in them)."""
+    seed, kinds, ref = batch
+    b = make_batch(seed, kinds=kinds, ref=ref)
+    if key.endswith("/step"):
+        ctx = {**ctx, "step": step_of(b)}
+    loss, stats = run(name, b, opts, ctx)
+    (grad,) = torch.autograd.grad(loss, b.logp)
+    directions = torch.randn((2, *grad.shape), generator=torch.Generator().manual_seed(100))
+    digest = [grad.sum(), (grad * grad).sum(), *(grad * directions).sum((1, 2))]
+    return {"loss": loss.item(), "stats": stats, "grad": [float(x) for x in digest]}
+
+
+@pytest.mark.parametrize(("key", "name", "opts", "ctx", "batch"), list(pinned_cases()), ids=[c[0] for c in pinned_cases()])
+def test_loss_statistics_and_gradient_are_those_pinned(key, name, opts, ctx, batch):
+    want = json.loads(PINNED.read_text())[key]
+    got = measure(key, name, opts, ctx, batch)
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-12, abs=1e-15)
+    assert got["grad"] == pytest.approx(want["grad"], rel=1e-12, abs=1e-15)
+    assert {k: got["stats"][k] for k in want["stats"]} == pytest.approx(want["stats"], rel=1e-12, abs=1e-15)
+
+
+def test_every_pinned_case_is_measured():
+    assert sorted(json.loads(PINNED.read_text())) == sorted(c[0] for c in pinned_cases())

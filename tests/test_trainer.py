@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -12,7 +13,8 @@ import torch
 
 from conftest import TRAIN_CPU, crl_main
 from crl.config import parse_set, resolve
-from crl.data.schemas import read_verified
+from crl.data.schemas import RolloutMeta, read_verified, tokenizer_fingerprint
+from crl.engine.checkpoint import load_tokenizer
 from crl.engine.policy import Runtime
 from crl.engine.steps import before_update, micro_batch, plan, rollouts_from
 from crl.engine.trainer import Trainer
@@ -115,3 +117,84 @@ def test_staged_conspo_margin_follows_the_planned_rounds(verified_setup):
     assert crl_main("train", verified, "--model", tmp / "c1", "--out", tmp / "c2", "--rounds", "2", "--objective", "conspo", *TRAIN_CPU) == 0
     assert pl.read_parquet(tmp / "c1" / "train_log.parquet")["margin"][0] == 0.0  # progress 0/2
     assert pl.read_parquet(tmp / "c2" / "train_log.parquet")["margin"][0] == pytest.approx(0.01)  # 1/2 > alpha
+
+
+# ---- the numbers of the release before the step was restructured, pinned --------------------------------
+# tests/trainer_values.json holds every statistic of every optimiser step of one round, and a digest of the
+# update, as f148ed5 computed them for each objective on the same rows (flat and mixed groups, ragged lengths,
+# several micro-batches and steps, a second epoch, the reference model, truncated importance sampling). The
+# model runs in float64, so that neither the thread count nor the processor moves the figures.
+
+TRAINER_PINNED = Path(__file__).with_name("trainer_values.json")
+TRAINER_CASES = {
+    **{name: () for name in ("conspo", "rence", "disco", "disco-b", "copg", "grpo", "dapo", "dr-grpo", "online-dpo", "rft")},
+    "grpo-kl-two-epochs": ("train.objective=grpo", "train.options.beta=0.04", "train.epochs=2"),
+    "grpo-tis-rollout": ("train.objective=grpo", "train.tis_cap=1.5", "train.old_logprobs=rollout"),
+    "dapo-two-epochs": ("train.objective=dapo", "train.epochs=2", "train.minibatches=3"),
+    "disco-two-epochs": ("train.objective=disco", "train.epochs=2"),
+    "rence-kl-two-epochs": ("train.objective=rence", "train.options.kl_coef=0.1", "train.epochs=2"),
+    "conspo-late": ("train.objective=conspo", "rounds=2"),
+}
+
+
+def pinned_rows(model) -> tuple[pl.DataFrame, RolloutMeta]:
+    """Eight groups of 2..5 rollouts (mixed, all right, all wrong), ragged prompts and completions, as a
+    verified/ folder reads; the sampler's log-probs are made up."""
+    from crl.config import Sampling
+    from crl.data.schemas import VERIFIED_SCHEMA
+
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for g, kind in enumerate(("mixed", "pos", "mixed", "neg", "mixed", "mixed", "neg", "mixed")):
+        prompt = torch.randint(6, 100, (int(torch.randint(3, 12, (1,), generator=gen)),), generator=gen).tolist()
+        K = int(torch.randint(2, 6, (1,), generator=gen))
+        for s in range(K):
+            n = int(torch.randint(1, 17, (1,), generator=gen))
+            right = {"pos": True, "neg": False}.get(kind, s % 2 == 0)
+            rows.append(dict(
+                prompt_id=f"p{g}", sample=s, prompt="", completion="", answer="1", source="synthetic", prompt_ids=prompt,
+                completion_ids=torch.randint(6, 100, (n,), generator=gen).tolist(),
+                logprobs=(-4 * torch.rand(n, generator=gen)).tolist(), finish_reason="stop", model="tiny", round=1,
+                temperature=1.0, seed=0, reward=float(right), pred="1", status="ok", positive=right,
+            ))
+    meta = RolloutMeta(Sampling(n=5, max_new_tokens=16), tokenizer_fingerprint(load_tokenizer(model)))
+    return pl.DataFrame(rows).cast(VERIFIED_SCHEMA), meta
+
+
+@pytest.fixture
+def float64_models(monkeypatch):
+    """The policy and the reference model loaded in float64, on one thread (a busy machine makes torch's
+    threads wait on each other; the figures are the same either way)."""
+    import crl.engine.policy as policy
+
+    load = policy.load_model
+    monkeypatch.setattr(policy, "load_model", lambda path, device, dtype=None: load(path, device, torch.float64))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pinned_round(model, case: str) -> dict:
+    """Every step's statistics of one round, and the update's sum, square sum and projection on fixed weights."""
+    settings = TRAINER_CASES[case] or (f"train.objective={case}",)
+    run = run_config("train.lr=1e-3", "train.minibatches=2", "train.token_budget=256", *settings)
+    trainer = Trainer(str(model), run)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    log = trainer.train_round(*pinned_rows(model))
+    gen = torch.Generator().manual_seed(1)
+    update = [(p.detach() - before[n]).double() for n, p in trainer.model.named_parameters()]
+    digest = [sum(float(u.sum()) for u in update), sum(float((u * u).sum()) for u in update),
+              sum(float((u * torch.randn(u.shape, generator=gen, dtype=torch.float64)).sum()) for u in update)]
+    steps = [{k: v for k, v in row.items() if k != "seconds" and isinstance(v, (int, float))} for row in log.to_dicts()]
+    return {"steps": steps, "update": digest}
+
+
+@pytest.mark.parametrize("case", TRAINER_CASES)
+def test_every_step_statistic_and_the_update_are_those_pinned(case, tiny_model, float64_models):
+    want = json.loads(TRAINER_PINNED.read_text())[case]
+    got = pinned_round(tiny_model, case)
+    assert len(got["steps"]) == len(want["steps"])
+    for g, w in zip(got["steps"], want["steps"]):
+        assert {k: g[k] for k in w} == pytest.approx(w, rel=1e-9, abs=1e-12, nan_ok=True)
+    assert got["update"] == pytest.approx(want["update"], rel=1e-9, abs=1e-12)
