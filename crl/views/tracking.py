@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from crl.errors import CrlError
 
-KINDS = ("none", "tensorboard", "wandb")
+TRACKERS = ("none", "tensorboard", "wandb")
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -133,7 +133,7 @@ def check_tracker(kind: str) -> None:
     """Refuse, before any work, a tracker that is unknown or whose package is not installed."""
     package = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
     if kind not in package:
-        raise CrlError(f"--log-to {kind}: unknown tracker; choose one of {', '.join(KINDS)}")
+        raise CrlError(f"--log-to {kind}: unknown tracker; choose one of {', '.join(TRACKERS)}")
     if package[kind] and importlib.util.find_spec(package[kind]) is None:
         raise CrlError(f"--log-to {kind}: the {package[kind]} package is missing (pip install 'crl[{kind}]')")
 
@@ -147,4 +147,4 @@ def open_tracker(kind: str, run_dir: str | Path, config: Mapping[str, Any] | Non
         return TensorBoardTracker(Path(run_dir), config or {})
     if kind == "wandb":
         return WandbTracker(Path(run_dir), config or {})
-    raise CrlError(f"--log-to {kind}: unknown tracker; choose one of {', '.join(KINDS)}")
+    raise CrlError(f"--log-to {kind}: unknown tracker; choose one of {', '.join(TRACKERS)}")
