@@ -16,7 +16,7 @@ from crl.config import parse_set, resolve
 from crl.data.schemas import RolloutMeta, read_verified, tokenizer_fingerprint
 from crl.engine.checkpoint import load_tokenizer
 from crl.engine.policy import Runtime
-from crl.engine.steps import before_update, micro_batch, plan, rollouts_from
+from crl.engine.step import micro_batch, plan, rollouts_from, with_logprobs
 from crl.engine.trainer import Trainer
 from crl.errors import CrlError
 
@@ -67,33 +67,38 @@ def test_truncated_importance_weights_are_capped_ratios_of_trainer_to_sampler(ve
     rows, _, meta = read_verified(verified)  # the sampler's log-probs there are all -4
     run = run_config("train.objective=grpo", "train.tis_cap=2.0")
     trainer = Trainer(str(model), run)
-    data = rollouts_from(rows, meta, "cpu")
     rt = Runtime("cpu", "fp32", 256, False, False)
-    step = plan(data, run.train, rt, torch.Generator().manual_seed(0))[0]
-    b = micro_batch(trainer.model, data, step, 0, rt, tis_cap=2.0)
+    data = rollouts_from(rows, meta, "cpu")
+    steps = plan(data, run.train, rt, torch.Generator().manual_seed(0))
+    data = with_logprobs(trainer.model, data, steps, rt, None, recompute=True)
+    b = micro_batch(trainer.model, data, steps[0], 0, rt, tis_cap=2.0)
     expected = torch.exp(b.old_logp - b.behaviour_logp).clamp(max=2.0) * b.mask
     torch.testing.assert_close(b.is_weight, expected)
     assert (b.is_weight[b.mask > 0] <= 2.0 + 1e-6).all() and (b.is_weight[b.mask > 0] < 2.0).any()
-    log = trainer.train_round(rows, meta)
+    log = trainer.train_round(rows, meta).steps
     assert (0 < log["tis_capped"]).all() and (log["tis_capped"] < 1).all()  # some tokens at the cap, not all
     assert (0 < log["tis_weight"]).all() and (log["tis_weight"] <= 2.0).all()
     with pytest.raises(CrlError, match="tis_cap"):
         Trainer(str(model), run_config("train.objective=conspo", "train.tis_cap=2.0"))
 
 
-def test_behaviour_logprobs_use_the_packing_of_the_training_pass(verified_setup):
-    """In bf16 the old log-probs were computed with another packing than the training forward, so the first
-    update's ratios were not 1; now each step's old log-probs come from exactly its own micro-batches."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+def test_old_logprobs_use_the_packing_of_the_training_pass(verified_setup, precision):
+    """In bf16 the old log-probs were once computed with another packing than the training forward, so the first
+    update's ratios were not 1; every row's old log-probs, computed before the round's first update, come from
+    exactly the micro-batch of the first step it appears in."""
     _, model, verified = verified_setup
     rows, _, meta = read_verified(verified)
-    run = run_config("train.precision=bf16-mixed", "train.minibatches=2", "train.token_budget=64")
+    run = run_config(f"train.precision={precision}", "train.minibatches=2", "train.token_budget=64")
     trainer = Trainer(str(model), run)
     data = rollouts_from(rows, meta, "cpu")
     steps = plan(data, run.train, trainer.rt, torch.Generator().manual_seed(0))
-    before_update(trainer.model, data, steps, run.train, trainer.rt, None)
-    for b in range(len(steps[1].bins)):  # the second step, before any update: ratio exactly 1
-        batch = micro_batch(trainer.model, data, steps[1], b, trainer.rt, None)
-        assert torch.equal(batch.logp.detach() * batch.mask, batch.old_logp * batch.mask)
+    data = with_logprobs(trainer.model, data, steps, trainer.rt, None, recompute=True)
+    trainer.model.train()
+    for step in steps:  # before any update: ratio exactly 1
+        for b in range(len(step.bins)):
+            batch = micro_batch(trainer.model, data, step, b, trainer.rt, None)
+            assert torch.equal(batch.logp.detach() * batch.mask, batch.old_logp * batch.mask)
 
 
 def test_staged_online_dpo_keeps_the_run_start_as_reference(verified_setup):
@@ -117,6 +122,22 @@ def test_staged_conspo_margin_follows_the_planned_rounds(verified_setup):
     assert crl_main("train", verified, "--model", tmp / "c1", "--out", tmp / "c2", "--rounds", "2", "--objective", "conspo", *TRAIN_CPU) == 0
     assert pl.read_parquet(tmp / "c1" / "train_log.parquet")["margin"][0] == 0.0  # progress 0/2
     assert pl.read_parquet(tmp / "c2" / "train_log.parquet")["margin"][0] == pytest.approx(0.01)  # 1/2 > alpha
+
+
+@pytest.mark.parametrize("recompute_activations", [False, True])  # the shared-prompt layout, the padded one
+def test_an_empty_completion_is_trained_in_every_layout(tiny_model, recompute_activations):
+    """Imported rollouts may hold a completion of no token: it has no log-prob, but its reward still counts in
+    its group; the shared-prompt forward used to stop on it with a bare ValueError."""
+    rows, meta = pinned_rows(tiny_model)
+    rows = rows.with_columns(
+        completion_ids=pl.when(pl.int_range(pl.len()) == 1).then(pl.lit([], dtype=pl.List(pl.Int32))).otherwise("completion_ids"),
+        logprobs=pl.when(pl.int_range(pl.len()) == 1).then(pl.lit([], dtype=pl.List(pl.Float32))).otherwise("logprobs"),
+    )
+    run = run_config("train.objective=grpo", "train.token_budget=256", f"train.gradient_checkpointing={str(recompute_activations).lower()}")
+    trainer = Trainer(str(tiny_model), run)
+    assert trainer.rt.share_prompts is not recompute_activations
+    log = trainer.train_round(rows, meta).steps
+    assert log["groups"].sum() == rows["prompt_id"].n_unique() and log["loss"].is_finite().all()
 
 
 # ---- the numbers of the release before the step was restructured, pinned --------------------------------
@@ -181,7 +202,7 @@ def pinned_round(model, case: str) -> dict:
     run = run_config("train.lr=1e-3", "train.minibatches=2", "train.token_budget=256", *settings)
     trainer = Trainer(str(model), run)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    log = trainer.train_round(*pinned_rows(model))
+    log = trainer.train_round(*pinned_rows(model)).steps
     gen = torch.Generator().manual_seed(1)
     update = [(p.detach() - before[n]).double() for n, p in trainer.model.named_parameters()]
     digest = [sum(float(u.sum()) for u in update), sum(float((u * u).sum()) for u in update),

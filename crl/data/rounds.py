@@ -42,17 +42,19 @@ def mixed_groups(scored: pl.DataFrame) -> pl.DataFrame:
     return group_counts(scored).filter(mixed(pl.col("n_pos"), pl.col("n"))).select(GROUP_KEY)
 
 
-def in_groups(keys: pl.DataFrame) -> pl.Expr:
-    """Rows that belong to one of the groups ``keys`` names."""
-    return pl.struct(GROUP_KEY).is_in(keys.select(pl.struct(GROUP_KEY))[:, 0].implode())
+def in_groups(rows: pl.DataFrame, keys: pl.DataFrame) -> pl.Series:
+    """For each row, whether its group is one of those ``keys`` names."""
+    wanted = set(keys.select(GROUP_KEY).iter_rows())
+    return pl.Series([key in wanted for key in rows.select(GROUP_KEY).iter_rows()], dtype=pl.Boolean)
 
 
 def groups(scored: pl.DataFrame) -> pl.DataFrame:
-    """groups.parquet: one row per group with n, n_pos, n_neg, pass_rate (and its round)."""
+    """groups.parquet: one row per group, its prompt_id, n, n_pos, n_neg and pass_rate."""
     return (
         group_counts(scored)
         .with_columns(n_neg=pl.col("n") - pl.col("n_pos"), pass_rate=pl.col("n_pos") / pl.col("n"))
-        .cast({**GROUP_SCHEMA, "round": pl.Int32()})
+        .select(list(GROUP_SCHEMA))
+        .cast(GROUP_SCHEMA)
     )
 
 
