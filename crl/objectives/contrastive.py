@@ -13,23 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crl.objectives.batch import (
-    Batch,
-    Context,
-    Groups,
-    Loss,
-    StepInfo,
-    entropy,
-    group_mean,
-    group_sum,
-    groups,
-    k3,
-    kl_stat,
-    ratio,
-    reference,
-    seq_mean,
-    seq_sum,
-)
+from crl.objectives.batch import Batch, Context, Groups, Loss, StepInfo, entropy, group_mean, group_sum, groups, k3
+from crl.objectives.batch import kl_stat, ratio, reference, seq_mean, seq_sum
 from crl.objectives.registry import NON_NEGATIVE, POSITIVE, choice, register
 
 

@@ -20,35 +20,10 @@ import torch
 from torch import Tensor
 
 from crl.errors import CrlError
-from crl.objectives.batch import (
-    Batch,
-    Context,
-    Groups,
-    Loss,
-    entropy,
-    group_mean,
-    group_std,
-    group_sum,
-    groups,
-    k3,
-    kl_stat,
-    ratio,
-    reference,
-    seq_mean,
-    seq_sum,
-    token_mean,
-)
-from crl.objectives.registry import (
-    ADVANTAGES,
-    AGGREGATIONS,
-    FRACTION,
-    NON_NEGATIVE,
-    POSITIVE,
-    advantage,
-    aggregation,
-    choice,
-    register,
-)
+from crl.objectives.batch import Batch, Context, Groups, Loss, entropy, group_mean, group_std, group_sum, groups, k3
+from crl.objectives.batch import kl_stat, ratio, reference, seq_mean, seq_sum, token_mean
+from crl.objectives.registry import ADVANTAGES, AGGREGATIONS, FRACTION, NON_NEGATIVE, POSITIVE, advantage, aggregation
+from crl.objectives.registry import choice, register
 
 
 # ---- advantage estimators: a rollout's advantage from its group's rewards ---------------------------
