@@ -124,6 +124,20 @@ def test_staged_conspo_margin_follows_the_planned_rounds(verified_setup):
     assert pl.read_parquet(tmp / "c2" / "train_log.parquet")["margin"][0] == pytest.approx(0.01)  # 1/2 > alpha
 
 
+def test_a_prompt_drawn_in_two_rounds_makes_two_groups(tiny_model):
+    """A group is one prompt's samples in one round: replaying an earlier round's groups must not merge them
+    with this round's samples of the same prompt (all right in round 1, mixed in round 2: one group dropped)."""
+    rows, meta = pinned_rows(tiny_model)
+    p1 = rows.filter(pl.col("prompt_id") == "p1").with_columns(round=pl.lit(1, pl.Int32))  # all right
+    p0 = rows.filter(pl.col("prompt_id") == "p0").with_columns(prompt_id=pl.lit("p1"), round=pl.lit(2, pl.Int32))  # mixed
+    both = pl.concat([p1, p0])
+    data = rollouts_from(both, meta, "cpu")
+    assert [len(g) for g in data.groups] == [p1.height, p0.height]
+    trainer = Trainer(str(tiny_model), run_config("train.objective=dapo", "train.minibatches=1"))
+    log = trainer.train_round(both, meta).steps
+    assert log["groups"].to_list() == [1] and log["groups_dropped"].to_list() == [1.0]
+
+
 @pytest.mark.parametrize("recompute_activations", [False, True])  # the shared-prompt layout, the padded one
 def test_an_empty_completion_is_trained_in_every_layout(tiny_model, recompute_activations):
     """Imported rollouts may hold a completion of no token: it has no log-prob, but its reward still counts in
