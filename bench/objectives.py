@@ -27,7 +27,7 @@ from crl.config import parse_set, resolve
 from crl.config.resolve import load_toml
 from crl.objectives import OBJECTIVES
 from crl.stages.iterate import iterate
-from crl.views.report import eval_columns
+from crl.data.rounds import eval_columns
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -111,14 +111,6 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
-def clean_partial(folder: Path, depth: int = 3) -> None:
-    """Remove crl's own temporaries (``.crl-tmp-*``) left by a killed run, in ``folder`` and ``depth`` levels
-    of subfolders below it (a run folder and its rounds); nothing else is touched."""
-    for level in range(depth, -1, -1):
-        for tmp in folder.glob("/".join(["*"] * level + [f"{TMP_PREFIX}*"])):
-            remove(tmp)
-
-
 def kind_of(path: Path) -> str | None:
     """Which crl output stands at ``path`` (for messages), or None for anything else."""
     if path.is_file() and path.suffix == ".parquet":

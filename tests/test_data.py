@@ -170,7 +170,7 @@ def test_pull_converts_hub_rows(home, monkeypatch):
     assert read_metadata(w.path)["origin"] == "hf://datasets/gneubig/aime-1983-2024"
 
 
-def test_catalogue_covers_the_issue():
+def test_catalogue_knows_the_common_math_benchmarks_with_hub_ids():
     names = {k.name for k in catalogue.CATALOGUE}
     assert {"math500", "gsm8k_test", "gsm8k_train", "aime24", "aime25", "amc23", "minerva_math", "olympiadbench",
             "math_train", "aime_1983_2023", "deepscaler"} <= names

@@ -131,27 +131,29 @@ def test_unknown_or_bad_settings_are_errors():
 
 def test_a_further_draw_sampled_in_pieces_keeps_the_groups_of_the_whole_draw(monkeypatch):
     """Each prompt's samples depend on its seed alone, so sampling a draw piecewise must keep the same groups."""
-    import crl.stages.iterate as it
+    import crl.stages.sampling as sampling
 
     def rollouts(chunk, *_):  # prompt i's group is mixed when i % 3 == 0; 4 samples each
-        return pl.DataFrame({"prompt_id": [p for p in chunk["id"] for _ in range(4)],
+        return pl.DataFrame({"prompt_id": [p for p in chunk["id"] for _ in range(4)], "round": 1,
                              "positive": [k == 0 and int(p) % 3 == 0 for p in chunk["id"] for k in range(4)]})
 
-    monkeypatch.setattr(it, "rollout_rows", rollouts)
-    monkeypatch.setattr(it, "score", lambda rows, _: rows)
+    monkeypatch.setattr(sampling, "rollout_rows", rollouts)
+    monkeypatch.setattr(sampling, "score", lambda rows, _: rows)
     run = SimpleNamespace(seed=0, prompts_per_round=16, model=None, verify=None,
                           generate=SimpleNamespace(dynamic_sampling=True, max_attempts=8))
     gen, prompts = SimpleNamespace(backend=None, trainer=SimpleNamespace(tokenizer=None)), pl.DataFrame({"id": [str(i) for i in range(300)]})
-    pieces = it.sample_round(run, gen, prompts, 1, {})
-    monkeypatch.setattr(it, "next_draw", lambda short, mixed, drawn, left: left)
-    whole = it.sample_round(run, gen, prompts, 1, {})
-    kept = [s[1].filter("train")["prompt_id"].unique(maintain_order=True).to_list() for s in (pieces, whole)]
+    pieces = sampling.sample_round(run, gen, prompts, 1)
+    monkeypatch.setattr(sampling, "next_draw", lambda short, mixed, drawn, left: left)
+    whole = sampling.sample_round(run, gen, prompts, 1)
+    kept = [s.train["prompt_id"].unique(maintain_order=True).to_list() for s in (pieces, whole)]
     assert kept[0] == kept[1] and len(kept[0]) == 16
-    assert pieces[0]["prompt_id"].n_unique() < whole[0]["prompt_id"].n_unique()
+    assert pieces.rollouts["prompt_id"].n_unique() < whole.rollouts["prompt_id"].n_unique()
+    for s in (pieces, whole):  # every group drawn is trained on or counted as left out
+        assert s.left_out == s.scored["prompt_id"].n_unique() - 16
 
 
 def test_next_draw_asks_for_the_shortfall_over_the_mixed_share():
-    from crl.stages.iterate import next_draw
+    from crl.stages.sampling import next_draw
     assert next_draw(short=16, mixed=48, drawn=64, left=64) == 27  # 16 / 0.75 = 21.3, a quarter more: 26.7, up
     assert next_draw(short=5, mixed=0, drawn=64, left=40) == 40  # no mixed group yet: the whole draw
     assert next_draw(short=60, mixed=4, drawn=64, left=50) == 50  # never more than the draw holds
@@ -170,3 +172,5 @@ def test_dynamic_sampling_trains_on_exactly_the_mixed_groups(tmp_path):
     assert mixed >= 6 or summary["attempts"] == 3  # stopped because enough groups were mixed, or at the cap
     log = pl.read_parquet(run / "round-0001" / "train_log.parquet")
     assert int(log["groups"].sum()) == min(mixed, 6)  # exactly the batch: mixed groups only, no more than asked
+    # every group the sampler left out is counted as dropped, once for the round (summed over its steps)
+    assert summary["train/groups_dropped"] == log["groups_dropped"].sum() == groups.height - min(mixed, 6)

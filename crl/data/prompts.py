@@ -17,13 +17,12 @@ from typing import Any
 
 import polars as pl
 
-from crl.errors import CrlError
 from crl.answers.extract import gold_answer
+from crl.config.settings import TEMPLATES
+from crl.errors import CrlError
 
 PROMPT_FIELDS = ("prompt", "problem", "question")
 ANSWER_FIELDS = ("answer", "final_answer", "solution")
-TEMPLATES = ("auto", "chat", "plain")
-BOXED_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
 
 
 def data_home() -> Path:
@@ -32,7 +31,7 @@ def data_home() -> Path:
 
 
 def resolve(spec: str | Path) -> Path:
-    """A prompt-set path, or the file of a named set (shipped in data/, or pulled into the data home)."""
+    """A prompt-set path, or the file of a named set (shipped in crl/default/shipped/, or imported into the data home)."""
     path = Path(spec)
     if path.exists():
         return path

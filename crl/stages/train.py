@@ -38,6 +38,6 @@ def train(
     with distributed.session(run.train.device):
         trainer = Trainer(model, run)
         trainer.check(rows, meta, str(verified))
-        log = trainer.train_round(rows, meta, on_step)
+        log = trainer.train_round(rows, meta, on_step).steps
         trainer.save(out, log)
     return log

@@ -10,8 +10,8 @@ gets credit only when its final answer is complete. With several verifiers the r
 their weighted sum and each one's reward is kept as ``reward/NAME``; ``pred`` and ``status`` are the first
 verifier's. A completion is a positive when its reward is more than half the most it could get (the sum of the
 positive weights): with one 0/1 verifier, exactly when it is right. positive.parquet and negative.parquet hold
-the two sides; groups.parquet has one row per prompt with its pass rate, which is what the contrastive
-objectives need to know (groups with no positive or no negative give no contrast).
+the two sides; groups.parquet has one row per group with its pass rate (crl/data/rounds.py: the groups, the
+summary and what makes a group mixed, which is what the contrastive objectives learn from).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 import polars as pl
 
 from crl.config import Verify
-from crl.data.schemas import GROUP_SCHEMA, STATUSES, VERDICT_SCHEMA, read_completions
+from crl.data.rounds import groups, summary
+from crl.data.schemas import VERDICT_SCHEMA, read_completions
 from crl.io import atomic_path, check_output, write_parquet
 from crl.verifiers import verify_many
 
@@ -48,37 +49,6 @@ def score(rollouts: pl.DataFrame, settings: Verify, show_progress: bool = True) 
     return rollouts.with_columns(
         total.cast(VERDICT_SCHEMA["reward"]).alias("reward"), *columns, positive=total > best / 2
     )
-
-
-def groups(scored: pl.DataFrame) -> pl.DataFrame:
-    """One row per prompt: n, n_pos, n_neg, pass_rate."""
-    return (
-        scored.group_by("prompt_id", maintain_order=True)
-        .agg(n=pl.len(), n_pos=pl.col("positive").sum())
-        .with_columns(n_neg=pl.col("n") - pl.col("n_pos"), pass_rate=pl.col("n_pos") / pl.col("n"))
-        .cast(GROUP_SCHEMA)
-    )
-
-
-def summary(scored: pl.DataFrame, grouped: pl.DataFrame) -> dict[str, float]:
-    """Pass rate, group kinds and status counts, as printed by ``crl verify`` and logged by iterate."""
-    out = {
-        "completions": scored.height,
-        "pass_rate": float(scored["positive"].mean()),
-        "reward": float(scored["reward"].mean()),
-        "groups": grouped.height,
-        "all_positive": int((grouped["n_neg"] == 0).sum()),
-        "all_negative": int((grouped["n_pos"] == 0).sum()),
-        "mixed": int(((grouped["n_pos"] > 0) & (grouped["n_neg"] > 0)).sum()),
-    }
-    if "completion_ids" in scored.columns:  # absent from a plain completion table
-        out["mean_completion_tokens"] = float(scored["completion_ids"].list.len().mean())
-    if "finish_reason" in scored.columns:
-        out["truncated"] = float((scored["finish_reason"] == "length").mean())
-    out.update({c: float(scored[c].mean()) for c in scored.columns if c.startswith("reward/")})
-    counts = dict(scored["status"].value_counts().iter_rows())
-    out.update({f"status_{s}": int(counts.get(s, 0)) for s in STATUSES})
-    return out
 
 
 def write_verified(scored: pl.DataFrame, out: Path, meta: dict[str, object]) -> dict[str, float]:
