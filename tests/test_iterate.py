@@ -174,3 +174,58 @@ def test_dynamic_sampling_trains_on_exactly_the_mixed_groups(tmp_path):
     assert int(log["groups"].sum()) == min(mixed, 6)  # exactly the batch: mixed groups only, no more than asked
     # every group the sampler left out is counted as dropped, once for the round (summed over its steps)
     assert summary["train/groups_dropped"] == log["groups_dropped"].sum() == groups.height - min(mixed, 6)
+
+
+def test_replay_trains_each_round_on_the_mixed_groups_of_the_rounds_before(tmp_path):
+    """train.replay = 3: round r trains on its own groups and the mixed groups of rounds r-2 and r-1, read back
+    from their verified/ folders as groups of their own round; a clipped objective weights them by truncated
+    importance ratios."""
+    run = tmp_path / "run"
+    assert crl_main("iterate", "--out", run, *SMALL, "--rounds", "3", "--objective", "grpo", "--set", "train.replay=3") == 0
+    mixed = []
+    for r in (1, 2, 3):
+        groups = pl.read_parquet(run / f"round-{r:04d}" / "verified" / "groups.parquet")
+        mixed.append(int(((groups["n_pos"] > 0) & (groups["n_neg"] > 0)).sum()))
+        summary = json.loads((run / f"round-{r:04d}" / "round.json").read_text())
+        log = pl.read_parquet(run / f"round-{r:04d}" / "train_log.parquet")
+        replayed = sum(mixed[max(0, r - 3):r - 1])
+        assert summary["train/groups_replayed"] == replayed
+        assert int(log["groups"].sum()) == groups.height + replayed  # grpo keeps its own flat groups, not older ones
+        assert "tis_weight" in log.columns and log["tis_weight"].drop_nans().drop_nulls().max() <= 2.0
+    assert sum(mixed[:2]) > 0, "no round had a mixed group: the test checked nothing replayed"
+
+
+def test_train_over_several_rounds_keeps_each_round_s_groups_apart(tmp_path, cli):
+    """crl train on two rounds' verified/ folders: one training set of every round's groups (tests/test_rounds.py
+    checks that a prompt drawn in two rounds makes two groups); a folder given twice is refused in one line."""
+    run = tmp_path / "run"
+    assert crl_main("iterate", "--out", run, *SMALL, "--rounds", "2", "--set", "prompts_per_round=8") == 0
+    folders = [run / f"round-{r:04d}" / "verified" for r in (1, 2)]
+    code, _, err = cli("train", *folders, "--model", run / "checkpoints" / "round-0002", "--objective", "rence",
+                       "--epochs", "2", "--out", tmp_path / "offline")
+    assert code == 0, err
+    log = pl.read_parquet(tmp_path / "offline" / "train_log.parquet")
+    groups = pl.concat([pl.read_parquet(f / "groups.parquet") for f in folders])
+    mixed = int(((groups["n_pos"] > 0) & (groups["n_neg"] > 0)).sum())
+    first = log.filter(pl.col("epoch") == 0)
+    assert int(first["groups"].sum()) == mixed and int(first["groups_dropped"].sum()) == groups.height - mixed  # rence: mixed only
+    code, _, err = cli("train", folders[0], folders[0], "--model", "tiny-arith", "--out", tmp_path / "twice")
+    assert code == 2 and "in two of the folders given" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "twice").exists()
+
+
+def test_the_offline_recipe_runs_its_three_steps(tmp_path):
+    """recipes/offline-smollm2.sh on the tiny model: the online warm-up, crl train over every stored round, the
+    held-out evaluation of the result."""
+    config = tmp_path / "tiny.toml"
+    config.write_text('model = "tiny-arith"\nprompts_per_round = 4\n[generate]\nn = 4\nmax_new_tokens = 20\n'
+                      '[verify]\nworkers = 1\n[eval]\nn = 2\nlimit = 4\nmax_new_tokens = 20\n[backend]\nname = "hf"\n')
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "offline-smollm2.sh"
+    env = {**os.environ, "CONFIG": str(config), "TASK": "arith_test", "ROUNDS": "2", "EPOCHS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(recipe), str(tmp_path / "run")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = pl.read_parquet(tmp_path / "run" / "offline" / "train_log.parquet")
+    assert log["epoch"].max() == 0 and log.height == 4  # one epoch of 2 x ROUNDS steps
+    evaluated = pl.read_parquet(tmp_path / "run" / "offline-eval.parquet")
+    assert evaluated.height == 4 * 2 and set(evaluated["task"]) == {"arith_test"}

@@ -28,6 +28,7 @@ ATTENTION = ("sdpa", "flex_attention", "eager")
 WEIGHT_SYNC = ("inplace", "reload")
 TRACKERS = ("none", "tensorboard", "wandb")
 BOXED_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+REPLAY_TIS_CAP = 2.0  # the truncation of importance ratios on replayed rounds when train.tis_cap is unset (a common value)
 
 
 def setting(default: Any, help: str, **checks: Any) -> Any:
@@ -97,11 +98,17 @@ class Train:
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.", gt=0.0)
     epochs: int = setting(1, "Passes over the round's groups.", ge=1)
     minibatches: int = setting(1, "Optimiser steps per epoch.", ge=1)
+    replay: int = setting(
+        1, "crl iterate: each round trains on its own groups and the mixed groups of the replay - 1 rounds before "
+        "it, read back from their verified/ folders (1: this round's only). Clipped objectives weight the tokens by "
+        f"truncated importance ratios to the sampler (train.tis_cap, {REPLAY_TIS_CAP:g} when unset); contrastive ones need no "
+        "correction.", ge=1,
+    )
     token_budget: int | None = setting(None, "Tokens per packed micro-batch (None: by device and model size).", ge=16)
     old_logprobs: str = setting("recompute", "Behaviour log-probs: recompute (with the trainer's weights) or rollout (the sampler's).", choices=OLD_LOGPROBS)
     tis_cap: float | None = setting(
         None, "Truncated importance sampling: weight each token by min(pi_trainer / pi_sampler, cap) to correct "
-        "the sampler/trainer mismatch (None: off; 2 is common).", gt=1.0,
+        f"the sampler/trainer mismatch (None: off, or {REPLAY_TIS_CAP:g} with train.replay > 1).", gt=1.0,
     )
     ref: str | None = setting(None, "Frozen reference model (None: the run's starting model, for the objectives that need one).")
     gradient_checkpointing: bool | None = setting(None, "Recompute activations in backward (None: on for 1B+ parameters on a GPU).")

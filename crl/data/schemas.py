@@ -249,3 +249,23 @@ def read_verified(folder: str | Path) -> tuple[pl.DataFrame, pl.DataFrame, Rollo
     if "verifier" not in meta.extra:
         raise CrlError(f"{folder}: no crl verify metadata (verifier); write verified/ with `crl verify`")
     return rows, groups, meta
+
+
+def read_verified_rounds(folders: list[Path]) -> tuple[pl.DataFrame, RolloutMeta]:
+    """The rows of several verified/ folders as one training set (each sample once: a group is one prompt in one
+    round, crl/data/rounds.py) and their common metadata: the same tokenizer and sampling settings, since the
+    trainer recomputes log-probs at the sampling temperature and against the generation limit."""
+    frames, meta = [], None
+    for folder in folders:
+        rows, _, this = read_verified(folder)
+        if meta is not None and (this.tokenizer, this.sampling) != (meta.tokenizer, meta.sampling):
+            what = "tokenizer" if this.tokenizer != meta.tokenizer else "sampling settings"
+            raise CrlError(f"{folder}: made with another {what} than {folders[0]}; folders trained on together must agree")
+        frames.append(rows)
+        meta = meta or this
+    rows = pl.concat(frames, how="diagonal_relaxed")
+    twice = rows.select(pl.struct("round", "prompt_id", "sample").is_duplicated().alias("d"))["d"]
+    if twice.any():
+        row = rows.row(int(twice.arg_true()[0]), named=True)
+        raise CrlError(f"{row['prompt_id']} sample {row['sample']} of round {row['round']} is in two of the folders given; give each round's verified/ once")
+    return rows, meta  # type: ignore[return-value]

@@ -22,6 +22,7 @@ import polars as pl
 import torch
 
 from crl.config import RunConfig
+from crl.config.settings import REPLAY_TIS_CAP
 from crl.config.seeds import training_seed
 from crl.data.models import resolve_model
 from crl.data.rounds import GROUP_KEY, TrainLog, in_groups, mixed_groups
@@ -48,6 +49,10 @@ class Trainer:
         self.options = check_options(train.objective, train.options)
         if train.tis_cap is not None and not self.spec.tis:
             raise CrlError(f"train.tis_cap: {train.objective} has no importance ratio to correct (clipped objectives: grpo, dapo, dr-grpo, rloo, pg)")
+        # replayed rounds were sampled by older policies: a clipped objective's ratio to the trainer's old policy
+        # is corrected by the truncated ratio of that policy to the sampler; a contrastive loss needs nothing
+        replay_cap = REPLAY_TIS_CAP if train.replay > 1 and self.spec.tis else None
+        self.tis_cap = train.tis_cap if train.tis_cap is not None else replay_cap
         if run.lora.rank and distributed.world() > 1:
             raise CrlError("LoRA runs on one process (FSDP2 sharding of adapters is not supported)")
         state = trainer_state(model)
@@ -96,7 +101,7 @@ class Trainer:
             if self.spec.needs_step:
                 ctx = dataclasses.replace(ctx, step=step_info(self.model, data, step, self.rt, first=k == 0 and recompute))
             stats = optimizer_step(self.model, self.optimizer, data, step, self.rt, self.objective, ctx, self.options,
-                                   train.max_grad_norm, train.tis_cap)
+                                   train.max_grad_norm, self.tis_cap)
             if k == 0 and dropped:
                 stats.counts[DROPPED] = stats.counts.get(DROPPED, 0.0) + dropped  # left out before planning
             self.steps_done += 1

@@ -21,8 +21,8 @@ import polars as pl
 from crl.config import Resolved, RunConfig, as_table, dumps
 from crl.data.models import resolve_model
 from crl.data.prompts import load_prompts
-from crl.data.rounds import RoundSummary
-from crl.data.schemas import RolloutMeta, rollout_metadata
+from crl.data.rounds import RoundSummary, in_groups, mixed_groups
+from crl.data.schemas import RolloutMeta, read_verified, rollout_metadata
 from crl.engine.checkpoint import load_tokenizer, model_positions
 from crl.engine.generator import Generator
 from crl.engine.trainer import Trainer
@@ -55,6 +55,14 @@ def check_run(run: RunConfig, model: str) -> pl.DataFrame:
     return prompts
 
 
+def replayed(run_dir: Path, r: int, window: int) -> list[pl.DataFrame]:
+    """The mixed groups of each of the ``window - 1`` rounds before round ``r``, read back from their verified/
+    folders (``train.replay``): the only groups of an older round that any objective learns from. Read from
+    disk, so a resumed run replays exactly what the uninterrupted one did."""
+    frames = [read_verified(folder.round_dir(run_dir, k) / "verified")[0] for k in range(max(1, r - window + 1), r)]
+    return [rows.filter(in_groups(rows, mixed_groups(rows))) for rows in frames]
+
+
 def run_round(resolved: Resolved, run_dir: Path, r: int, trainer: Trainer, gen: Generator, prompts: pl.DataFrame, tracker, model: str) -> dict:
     """Round ``r``: sample, verify, train, maybe evaluate and save; returns its summary (round.json, written last)."""
     run, rd = resolved.config, folder.round_dir(run_dir, r)
@@ -71,8 +79,9 @@ def run_round(resolved: Resolved, run_dir: Path, r: int, trainer: Trainer, gen: 
         summary.attempts = sampled.attempts
         summary.seconds["write"] = time.perf_counter() - start
         start = time.perf_counter()
+        older = replayed(run_dir, r, run.train.replay)
         gen.before_training()
-        log = trainer.train_round(sampled.train, RolloutMeta.read(meta, str(rd)),
+        log = trainer.train_round(pl.concat([sampled.train, *older], how="diagonal_relaxed"), RolloutMeta.read(meta, str(rd)),
                                   lambda row: tracker.log(row["step"], {f"step/{k}": v for k, v in row.items()}), left_out=sampled.left_out)
         summary.seconds["train"] = time.perf_counter() - start
         gen.after_training()
@@ -80,6 +89,8 @@ def run_round(resolved: Resolved, run_dir: Path, r: int, trainer: Trainer, gen: 
         start = time.perf_counter()
         write_parquet(log.steps, rd / "train_log.parquet", kind="train_log")
         summary.train = log.summary()
+        if run.train.replay > 1:
+            summary.train["groups_replayed"] = float(sum(mixed_groups(rows).height for rows in older))
         summary.seconds["write"] += time.perf_counter() - start
     summary.seconds["round"] = time.perf_counter() - begin
     if r == 0 or r % run.eval.every == 0 or r == run.rounds:
