@@ -193,8 +193,9 @@ def disk_full(work: Path, request, monkeypatch) -> None:
 
 
 def run_without_config(work: Path, request, monkeypatch) -> None:
-    """``lost/``: a run folder whose config.toml is gone."""
+    """``lost/``: a run folder (crl's marker says so) whose config.toml is gone."""
     (work / "lost" / "round-0001").mkdir(parents=True)
+    crl.io.mark(work / "lost", crl.io.RUN)
     (work / "lost" / "round-0001" / "round.json").write_text('{"round": 1}')
     (work / "lost" / "metrics.parquet").write_bytes(b"PAR1")
 
@@ -373,7 +374,7 @@ def _outputs(tmp_path: Path) -> Path:
 
 
 def _write_new(out: Path) -> None:
-    with crl.io.atomic_path(out) as tmp:
+    with crl.io.atomic_path(out, kind="verified") as tmp:
         tmp.mkdir()
         (tmp / "marker").write_text("new")
 
