@@ -33,7 +33,7 @@ from crl.config import RunConfig
 from crl.data.models import resolve_model
 from crl.data.schemas import RolloutMeta, tokenizer_fingerprint
 from crl.engine import distributed
-from crl.engine.checkpoint import OPTIMIZER_FILE, STATE_FILE, TRAIN_LOG, load_tokenizer
+from crl.engine.checkpoint import OPTIMIZER_FILE, STATE_FILE, TRAIN_LOG, load_optimizer_state, load_tokenizer, trainer_state
 from crl.engine.lora import is_lora, merged_state_dict, without_adapters
 from crl.engine.policy import load_frozen, load_policy
 from crl.engine.steps import (
@@ -63,7 +63,7 @@ class Trainer:
             raise CrlError(f"train.tis_cap: {train.objective} has no importance ratio to correct (clipped objectives: grpo, dapo, dr-grpo)")
         if run.lora.rank and distributed.world() > 1:
             raise CrlError("LoRA runs on one process (FSDP2 sharding of adapters is not supported)")
-        state = json.loads((Path(model) / STATE_FILE).read_text()) if (Path(model) / STATE_FILE).is_file() else {}
+        state = trainer_state(model)
         self.steps_done, self.rounds_done = int(state.get("step", 0)), int(state.get("round", 0))
         self.base = str(state.get("base", model))
         self.tokenizer = load_tokenizer(model)
@@ -157,7 +157,7 @@ class Trainer:
         optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         state = {"step": self.steps_done, "round": self.rounds_done, "objective": self.run.train.objective, "base": self.base}
         if distributed.is_main():
-            with atomic_path(out) as tmp:
+            with atomic_path(out, kind="checkpoint") as tmp:
                 self.model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
                 self.tokenizer.save_pretrained(tmp)
                 torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
@@ -175,13 +175,13 @@ def _entered(context: contextlib.AbstractContextManager, value: torch.nn.Module)
 
 def make_optimizer(model: torch.nn.Module, run: RunConfig, folder: str) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, continuing the state saved in ``folder`` when there is one (the
-    previous round's), loaded into this run's shards; the learning rate and weight decay are this run's."""
+    previous round's; a checkpoint without it is refused unless ``train.fresh_optimizer``), loaded into this
+    run's shards; the learning rate and weight decay are this run's."""
     train = run.train
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, fused=str(next(model.parameters()).device).startswith("cuda"))
-    path = Path(folder) / OPTIMIZER_FILE
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_optimizer_state(folder, train.fresh_optimizer)
+    if state is not None:
         try:
             set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
         except (ValueError, KeyError, IndexError, RuntimeError, AssertionError):
