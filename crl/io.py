@@ -238,6 +238,8 @@ def check_place(path: Path, inputs: Iterable[str | Path], flag: str) -> None:
             raise CrlError(f"{flag} {path}: is {why}; crl never replaces it (choose another {flag})")
     for given in (p for p in inputs if str(p)):
         source = Path(given).expanduser().resolve()
+        if not source.exists():  # a name (a hub id, a prompt set's name), not a file here
+            continue
         if target == source or target in source.parents:
             raise CrlError(f"{flag} {path}: is an input of this command or holds one ({given}); crl never replaces it (choose another {flag})")
         if source in target.parents:

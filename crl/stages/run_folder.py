@@ -151,8 +151,10 @@ def check_saved_state(run: Path, r: int, fresh_optimizer: bool) -> None:
     except CrlError as e:
         earlier = [s for s in saved_rounds(run) if s < r]
         again = f"remove {checkpoint_dir(run, r)} and run `crl iterate --out {run} --resume` again"
-        fallback = (f"{again} to redo rounds {earlier[-1] + 1}-{r} from round {earlier[-1]}'s saved state" if earlier
-                    else f"{again} to redo the run from its start (no earlier state is saved)")
+        first = earlier[-1] + 1 if earlier else 1
+        redo = f"round {r}" if first == r else f"rounds {first}-{r}"
+        fallback = (f"{again} to redo {redo} from round {earlier[-1]}'s saved state" if earlier
+                    else f"{again} to redo {redo} from the starting model (no earlier state is saved)")
         raise CrlError(f"{e}; or {fallback}") from None
 
 
