@@ -11,8 +11,8 @@ The rule every command follows (``check_output`` before any work, ``atomic_path`
   replaced, a symbolic link, a device, a FIFO or a socket never either.
 - No output may be an input of the command, lie inside one or hold one (symbolic links resolved), nor be the
   current folder, the home folder or a folder above them, with or without ``--overwrite``.
-- An output inside a run folder of ``crl iterate`` is written under that run's lock, taken before any other
-  check, so no two processes work in one run.
+- An output inside a run folder of ``crl iterate`` is written under that run's lock (crl/locks.py), taken
+  before any other check, so no two processes work in one run.
 - A replaced output is swapped with the new one in a single rename (``renameat2(RENAME_EXCHANGE)`` where Linux
   has it, else two renames), so the old output is gone only once the new one is complete and in place.
 - Writers produce a temporary sibling ``.crl-tmp-NAME.HOST.PID`` and rename it into place, so a killed command
@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import json
 import os
 import re
@@ -41,9 +40,9 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from crl.errors import CrlError
+from crl.locks import hold_run
 
 TMP_PREFIX = ".crl-tmp-"
-LOCK_FILE = ".crl-lock"
 MARKER = ".crl-output.json"  # a folder output's kind, written by crl into the folder
 KIND_KEY = "crl.kind"  # a file output's kind: Parquet key-value metadata, PNG text chunk
 STATE_FILE = "trainer_state.json"  # a checkpoint's trainer state (crl/engine/checkpoint.py writes it)
@@ -296,61 +295,9 @@ def check_writable(path: Path, flag: str) -> None:
         raise CrlError(f"{flag} {path}: cannot write in {parent} (permission denied or read-only)")
 
 
-# ------------------------------------------------------------------------------------------ run locks
-
-_held: dict[tuple[int, int], int] = {}  # (device, inode) of a run folder -> the open lock file this process holds
-
-
 def enclosing_run(path: Path) -> Path | None:
     """The run folder of ``crl iterate`` that ``path`` lies inside, if any."""
     return next((p for p in Path(path).resolve().parents if output_kind(p) == RUN), None)
-
-
-def _key(folder: Path) -> tuple[int, int]:
-    st = folder.stat()
-    return st.st_dev, st.st_ino
-
-
-def hold_run(folder: Path) -> bool:
-    """Hold ``folder``'s lock until ``release_runs`` (the end of the command) or the end of the process, however
-    it ends; a second crl process on the same run is refused with one line. False when already held here."""
-    if _key(folder) in _held:
-        return False
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
-        raise CrlError(f"{folder}: another crl process (pid {holder or '?'}) is working in this run; nothing was changed") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    _held[_key(folder)] = fd
-    return True
-
-
-def _release(key: tuple[int, int]) -> None:
-    fd = _held.pop(key)
-    os.ftruncate(fd, 0)  # a finished run's lock file is empty again, as before the command
-    os.close(fd)
-
-
-def release_runs() -> None:
-    """Let go of every run this process holds (the command is over)."""
-    for key in list(_held):
-        _release(key)
-
-
-@contextlib.contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """Hold ``folder`` for the duration of the block (unless this process held it already)."""
-    took = hold_run(folder)
-    key = _key(folder)
-    try:
-        yield
-    finally:
-        if took and key in _held:
-            _release(key)
 
 
 def write_parquet(df: pl.DataFrame, path: str | Path, metadata: dict[str, object] | None = None, kind: str | None = None) -> None:

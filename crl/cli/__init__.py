@@ -56,7 +56,7 @@ def _fail(message: str, code: int) -> int:
 def _run() -> int:
     """The command's exit status; every user mistake is one line on stderr and status 2. The run folders the
     command locked are let go when it ends."""
-    from crl.io import release_runs
+    from crl.locks import release_runs
 
     try:
         code = typer.main.get_command(app).main(prog_name="crl", standalone_mode=False)

@@ -39,7 +39,7 @@ def iterate_cmd(
     """
     from crl.config import dumps, load_toml
     from crl.config.resolve import paths_from
-    from crl.io import hold_run
+    from crl.locks import hold_run
     from crl.stages import run_folder
     from crl.stages.iterate import iterate
     from crl.views.report import print_run

@@ -29,7 +29,8 @@ from crl.engine.checkpoint import load_tokenizer, model_positions
 from crl.engine.generator import Generator
 from crl.engine.trainer import Trainer
 from crl.errors import CrlError
-from crl.io import atomic_path, run_lock, write_parquet
+from crl.io import atomic_path, write_parquet
+from crl.locks import run_lock
 from crl.objectives import check_options, spec
 from crl.progress import console
 from crl.stages import run_folder as folder

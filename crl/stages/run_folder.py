@@ -41,9 +41,9 @@ from crl.config import Resolved, dumps
 from crl.config.resolve import paths_relative_to
 from crl.errors import CrlError
 from crl.io import (
-    RUN, TMP_PREFIX, check_place, check_writable, mark, output_kind, remove, remove_stale, run_lock, tmp_sibling,
-    write_parquet,
+    RUN, TMP_PREFIX, check_place, check_writable, mark, output_kind, remove, remove_stale, tmp_sibling, write_parquet,
 )
+from crl.locks import run_lock
 
 CONFIG = "config.toml"
 DONE = "round.json"
