@@ -28,8 +28,9 @@ def _key(folder: Path) -> tuple[int, int]:
 
 def hold_run(folder: Path) -> bool:
     """Hold ``folder``'s lock until ``release_runs`` (the end of the command) or the end of the process, however
-    it ends; a second crl process on the same run is refused with one line. False when already held here."""
-    if _key(folder) in _held:
+    it ends; a second crl process on the same run is refused with one line. False when already held here. Under
+    torchrun the processes of one command write as one (the first saves), so only the first takes the lock."""
+    if _key(folder) in _held or int(os.environ.get("RANK", "0")) != 0:
         return False
     try:
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)

@@ -779,6 +779,14 @@ def test_a_second_process_on_a_run_is_refused_while_the_first_holds_it(inputs, u
     assert first.returncode == 143
 
 
+def test_under_torchrun_only_the_first_process_takes_a_run_lock(tmp_path, monkeypatch):
+    """The processes of one `torchrun ... crl train --out RUN/...` are one writer: the others must not be refused."""
+    from crl.locks import LOCK_FILE, hold_run
+
+    monkeypatch.setenv("RANK", "3")
+    assert hold_run(tmp_path) is False and not (tmp_path / LOCK_FILE).exists()
+
+
 def test_of_two_new_runs_on_one_folder_the_later_is_refused_and_the_first_kept(inputs, user, cli):
     """The first process has checked everything and waits just before it makes the run folder; a second one
     makes the run and finishes; the first must then refuse, leaving the second's run as it was."""
