@@ -73,7 +73,10 @@ def test_killed_three_times_then_resumed_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_second_run_into_same_folder_needs_resume(cli, tmp_path):
+    from crl.io import RUN, mark
+
     (tmp_path / "run").mkdir()
+    mark(tmp_path / "run", RUN)  # a run folder is one that crl marked as such
     (tmp_path / "run" / "config.toml").write_text("rounds = 1\n")
     code, _, err = cli("iterate", "--out", tmp_path / "run", "--rounds", "1")
     assert code == 2 and "--resume" in err

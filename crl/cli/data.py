@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
-from crl.cli.options import Overwrite
+from crl.cli.options import Overwrite, out_option
 
 data_app = typer.Typer(
     help="Prompt sets: pull known benchmarks from the Hugging Face hub, import local files, list what is there.",
@@ -17,7 +17,7 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 Out = Annotated[
-    Optional[Path], typer.Option("--out", "-o", help="Folder to write NAME.parquet into (default: $CRL_DATA_DIR or ~/.cache/crl/data).")
+    Optional[Path], out_option("Folder to write NAME.parquet into (default: $CRL_DATA_DIR or ~/.cache/crl/data).")
 ]
 
 

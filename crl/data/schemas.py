@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from typing import Any
 import polars as pl
 
 from crl.config import Sampling, sampling_of
+from crl.config.resolve import section_from
 from crl.errors import CrlError
-from crl.io import read_metadata
+from crl.io import check_input, read_metadata
 
 ROLLOUT_SCHEMA: dict[str, pl.DataType] = {
     "prompt_id": pl.String(),
@@ -79,10 +81,7 @@ class RolloutMeta:
     def read(cls, raw: dict[str, Any], where: str) -> RolloutMeta:
         if not isinstance(raw.get("sampling"), dict) or not raw.get("tokenizer"):
             raise CrlError(f"{where}: no crl generation metadata (sampling settings, tokenizer); make rollouts with `crl generate`")
-        try:
-            sampling = Sampling(**{**raw["sampling"], "stop": tuple(raw["sampling"].get("stop") or ())})
-        except TypeError as e:
-            raise CrlError(f"{where}: unreadable sampling metadata ({e})") from None
+        sampling = section_from(Sampling, raw["sampling"], f"{where}: crl.sampling")
         known = {"sampling", "tokenizer", "model", "seed"}
         return cls(sampling, str(raw["tokenizer"]), str(raw.get("model") or ""), int(raw.get("seed") or 0),
                    {k: v for k, v in raw.items() if k not in known})
@@ -112,14 +111,26 @@ def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], where: str) -> pl.
         raise CrlError(f"{where}: missing column(s) {', '.join(missing)}")
     for column, dtype in schema.items():
         have = df.schema[column]
-        if have == pl.Null:
-            continue
-        if (dtype == pl.String()) != (have == pl.String()) or (isinstance(dtype, pl.List) != isinstance(have, pl.List)):
+        if not _converts(have, dtype):
             raise CrlError(f"{where}: column {column} holds {have}, expected {dtype}")
     try:
         return df.with_columns([pl.col(c).cast(t) for c, t in schema.items()])
     except pl.exceptions.PolarsError as e:
         raise CrlError(f"{where}: a column has the wrong type ({str(e).splitlines()[0]})") from None
+
+
+def _converts(have: pl.DataType, want: pl.DataType) -> bool:
+    """Whether a column of type ``have`` holds what ``want`` means: text for text, integers for integers,
+    numbers for floats, lists of those for lists (a missing column of nulls too)."""
+    if have == pl.Null:
+        return True
+    if isinstance(want, pl.List):
+        return isinstance(have, pl.List) and _converts(have.inner, want.inner)
+    if want == pl.String():
+        return have == pl.String()
+    if want.is_integer():
+        return have.is_integer()
+    return have.is_numeric() if want.is_float() else have == want
 
 
 def check_rows(df: pl.DataFrame, where: str) -> None:
@@ -151,20 +162,42 @@ def check_rows(df: pl.DataFrame, where: str) -> None:
 
 def parquet_files(path: str | Path) -> list[Path]:
     """The Parquet file at ``path``, or the shards (``*.parquet``) of the folder at ``path``, sorted."""
-    path = Path(path)
+    path = check_input(path)
     if path.is_dir():
         files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
         if not files:
             raise CrlError(f"{path}: folder holds no .parquet files")
+        check_shards(path, files)
         return files
     if not path.exists():
         raise CrlError(f"{path}: no such file or folder")
     return [path]
 
 
+SHARD = re.compile(r"rollouts-(\d{5,})-of-(\d{5,})\.parquet")  # what ``crl generate --shard i/n`` writes
+
+
+def check_shards(folder: Path, files: list[Path]) -> None:
+    """A folder of shards holds every shard of one set (``--shard i/n`` for each i < n) and nothing else, so a
+    missing shard is not silently left out."""
+    shards = [SHARD.fullmatch(f.name) for f in files]
+    if not any(shards):
+        return
+    if not all(shards):
+        other = next(f.name for f, m in zip(files, shards) if m is None)
+        raise CrlError(f"{folder}: holds {other} beside rollout shards; a folder of shards holds only rollouts-i-of-n.parquet files")
+    sets = sorted({int(m[2]) for m in shards})
+    if len(sets) > 1:
+        raise CrlError(f"{folder}: holds shards of {' and of '.join(map(str, sets))}; a folder of shards holds one set")
+    missing = sorted(set(range(sets[0])) - {int(m[1]) for m in shards})
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CrlError(f"{folder}: shard {missing[0]} of {sets[0]} is missing{more}; generate it with --shard {missing[0]}/{sets[0]}")
+
+
 def read_parquet(path: Path) -> pl.DataFrame:
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(check_input(path))
     except (OSError, pl.exceptions.PolarsError) as e:
         raise CrlError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
 

@@ -1,15 +1,19 @@
-"""Checkpoint folders: loading a model and its tokenizer from a folder or a name, and a trainer's state saved
-and continued.
+"""Checkpoint folders: loading a model and its tokenizer from a folder or a name, a trainer's state saved and
+continued, and reading those files back with one line for a damaged one.
 
 A checkpoint folder holds the model (or, with LoRA, the adapters) and tokenizer, which transformers and vLLM
 load, ``optimizer.pt`` (the full AdamW state keyed by parameter name, which a run with any number of processes
 can load), ``trainer_state.json`` (steps and rounds done, the run's starting model) and, from ``crl train``,
-``train_log.parquet``.
+``train_log.parquet``. A crash or a partial copy leaves files cut short: each is checked where it is read (the
+weights' headers, the JSON, the optimizer archive's index), and the line names the file and what to do. A
+checkpoint without its optimizer state is refused unless the user asks for a new one (``--fresh-optimizer``),
+since continuing with a fresh AdamW state changes what the next rounds learn.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +48,17 @@ def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(str(model))
     except (OSError, ValueError) as e:
-        raise CrlError(f"--model {model}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+        raise CrlError(f"--model {model}: cannot load a tokenizer ({_first_line(e)})") from None
 
 
 def load_model(model: str | Path, device: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    problem = weights_problem(Path(model))
+    if problem is not None:
+        raise CrlError(f"--model {model}: {problem}")
     try:
         return AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype).to(device)
     except (OSError, ValueError) as e:
-        raise CrlError(f"--model {model}: cannot load a causal LM ({str(e).splitlines()[0]})") from None
+        raise CrlError(f"--model {model}: cannot load a causal LM ({_first_line(e)})") from None
 
 
 def model_positions(model: str | Path) -> int | None:
@@ -64,21 +71,94 @@ def model_positions(model: str | Path) -> int | None:
         return None  # load_model reports an unloadable model with its own line
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def weights_problem(folder: Path) -> str | None:
+    """What is wrong with the weight files of a model folder (cut short, or not what their name says), or None.
+    Reads only their headers, which safetensors checks against the file's length."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as e:  # safetensors reports every kind of damage as its own SafetensorError
+            return f"{path.name} is damaged ({_first_line(e)}); copy or save the model again"
+    return None
+
+
 def trainer_state(folder: str | Path) -> dict[str, Any]:
-    """The counters a checkpoint folder's trainer_state.json holds (none for a model that was never trained)."""
+    """The steps and rounds done and the starting model recorded in a checkpoint ({} for a plain model folder)."""
     path = Path(folder) / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        int(state.get("step", 0)), int(state.get("round", 0))
+    except (ValueError, TypeError, AttributeError) as e:  # bad JSON or UTF-8, not an object, counts that are not numbers
+        raise CrlError(f"{path}: damaged ({_first_line(e)}); restore it from a copy, or remove it to train these "
+                       "weights as a new start") from None
+    return state
+
+
+def optimizer_file(folder: str | Path, fresh: bool) -> Path | None:
+    """The optimizer state a checkpoint continues, or None for a new one (``fresh``, or a plain model folder).
+    A checkpoint without it, or with one cut short, is refused."""
+    folder = Path(folder)
+    path = folder / OPTIMIZER_FILE
+    if fresh:
+        return None
+    if not path.is_file():
+        if (folder / STATE_FILE).is_file():
+            raise CrlError(f"{folder}: a crl checkpoint without {OPTIMIZER_FILE} (its AdamW state); pass "
+                           "--fresh-optimizer to continue with a new one")
+        return None
+    try:
+        zipfile.ZipFile(path).close()  # torch.save writes a zip archive, whose index is at the end of the file
+    except (zipfile.BadZipFile, OSError) as e:
+        raise _damaged_optimizer(path, e) from None
+    return path
+
+
+def _damaged_optimizer(path: Path, e: BaseException) -> CrlError:
+    return CrlError(f"{path}: damaged ({_first_line(e)}); restore it from a copy, or pass --fresh-optimizer to "
+                    "continue with a new AdamW state")
+
+
+def load_optimizer_state(folder: str | Path, fresh: bool) -> dict[str, Any] | None:
+    """The AdamW state saved in a checkpoint (see ``optimizer_file``), on the CPU."""
+    path = optimizer_file(folder, fresh)
+    if path is None:
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch reports a damaged archive as RuntimeError, EOFError or an unpickling error
+        raise _damaged_optimizer(path, e) from None
+
+
+def check_saved_state(folder: Path, fresh_optimizer: bool) -> None:
+    """Refuse, before any work, a checkpoint whose weights, trainer state or optimizer state is damaged or
+    missing, with the first problem found (reading headers and indexes only)."""
+    problem = weights_problem(folder)
+    if problem is not None:
+        raise CrlError(f"{folder}: {problem}")
+    if not (folder / STATE_FILE).is_file():
+        raise CrlError(f"{folder}: {STATE_FILE} is missing; restore it from a copy")
+    trainer_state(folder)
+    optimizer_file(folder, fresh_optimizer)
 
 
 def make_optimizer(model: torch.nn.Module, run: RunConfig, folder: str) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, continuing the state saved in ``folder`` when there is one (the
-    previous round's), loaded into this run's shards; the learning rate and weight decay are this run's."""
+    previous round's; a checkpoint without it is refused unless ``train.fresh_optimizer``), loaded into this
+    run's shards; the learning rate and weight decay are this run's."""
     train = run.train
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, fused=str(next(model.parameters()).device).startswith("cuda"))
-    path = Path(folder) / OPTIMIZER_FILE
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_optimizer_state(folder, train.fresh_optimizer)
+    if state is not None:
         try:
             set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
         except (ValueError, KeyError, IndexError, RuntimeError, AssertionError):
@@ -108,7 +188,7 @@ def save_checkpoint(
         raise CrlError("the weights are not finite after training; nothing was saved (lower the learning rate)")
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if distributed.is_main():
-        with atomic_path(out) as tmp:
+        with atomic_path(out, kind="checkpoint") as tmp:
             model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             torch.save(optimizer_state, tmp / OPTIMIZER_FILE)

@@ -103,7 +103,7 @@ def evaluate(
     paths = [resolve_prompts(t) for t in tasks]
     sets = [load_prompts(p, run.eval.limit) for p in paths]
     if out is not None:
-        check_output(out, overwrite=overwrite, inputs=[*paths, model])
+        out = check_output(out, kind="eval", overwrite=overwrite, inputs=[*paths, model])
     tokenizer = tokenizer or load_tokenizer(model)
     positions = model_positions(model)
     for prompts in sets:  # before an engine starts

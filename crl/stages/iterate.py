@@ -6,19 +6,21 @@ verified/, train_log.parquet and round.json, and the full state is saved every `
 the last. The run folder and what ``--resume`` does are described in crl/stages/run_folder.py.
 
 Everything is checked before the run folder is touched: the settings, the model, the prompt sets, the
-verifiers, the objective's options, the tracker. A second process on the same run is refused (a lock held
-while the run works), and only crl's own files inside the run folder are ever replaced or removed.
+verifiers, the objective's options, the tracker, and on --resume the saved state to continue from. A second
+process on the same run is refused (a lock held while the run works, taken first on --resume), and only crl's
+own files inside the run folder are ever replaced or removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 
 import polars as pl
 
-from crl.config import Resolved, RunConfig, as_table, dumps
+from crl.config import Resolved, RunConfig, as_table
 from crl.data.models import resolve_model
 from crl.data.prompts import load_prompts
 from crl.data.rounds import RoundSummary, in_groups, mixed_groups
@@ -27,7 +29,8 @@ from crl.engine.checkpoint import load_tokenizer, model_positions
 from crl.engine.generator import Generator
 from crl.engine.trainer import Trainer
 from crl.errors import CrlError
-from crl.io import atomic_path, run_lock, write_parquet
+from crl.io import atomic_path, write_parquet
+from crl.locks import run_lock
 from crl.objectives import check_options
 from crl.progress import console
 from crl.stages import run_folder as folder
@@ -104,7 +107,6 @@ def run_round(resolved: Resolved, run_dir: Path, r: int, trainer: Trainer, gen: 
     if r > 0 and (r % run.save_every == 0 or r == run.rounds):
         start = time.perf_counter()
         trainer.save(folder.checkpoint_dir(run_dir, r))
-        folder.prune_checkpoints(run_dir, run.keep_last)
         summary.seconds["save"] = time.perf_counter() - start
     row = summary.row()
     with atomic_path(rd / folder.DONE) as tmp:
@@ -113,17 +115,24 @@ def run_round(resolved: Resolved, run_dir: Path, r: int, trainer: Trainer, gen: 
 
 
 def iterate(resolved: Resolved, run_dir: Path, resume: bool = False) -> pl.DataFrame:
-    """Run (or continue) the rounds of the configuration in ``run_dir``; returns metrics.parquet's table."""
+    """Run (or continue) the rounds of the configuration in ``run_dir``; returns metrics.parquet's table.
+
+    A resumed run is locked before anything is checked; a new one is checked first and then made whole, locked,
+    in one step (crl/stages/run_folder.py), so a failed check leaves nothing behind."""
     run = resolved.config
-    folder.check_resumable(run_dir) if resume else folder.check_new_run(run_dir)
-    model = resolve_model(run.model)
-    prompts = check_run(run, model)
-    with run_lock(run_dir):
+    with contextlib.ExitStack() as stack:
+        if resume:
+            folder.check_resumable(run_dir)
+            stack.enter_context(run_lock(run_dir))
+        else:
+            folder.check_new_run(run_dir, [run.prompts, *run.eval.tasks, run.model, *([run.train.ref] if run.train.ref else [])])
+        model = resolve_model(run.model)
+        prompts = check_run(run, model)
+        start = folder.resume_point(run_dir) if resume else 0
+        if start:
+            folder.check_saved_state(run_dir, start, run.train.fresh_optimizer)
         if not resume:
-            with atomic_path(run_dir / folder.CONFIG) as tmp:
-                tmp.write_text(dumps(resolved))
-        saved = folder.saved_rounds(run_dir) if resume else []
-        start = saved[-1] if saved else 0
+            stack.enter_context(folder.new_run(run_dir, resolved))
         folder.forget_after(run_dir, start)
         trainer = Trainer(str(folder.checkpoint_dir(run_dir, start)) if start else model, run, reference=run.train.ref or model)
         if start and trainer.rounds_done != start:
@@ -136,10 +145,10 @@ def iterate(resolved: Resolved, run_dir: Path, resume: bool = False) -> pl.DataF
                     continue
                 console.rule(f"round {r}/{run.rounds}")
                 summary = run_round(resolved, run_dir, r, trainer, gen, prompts, tracker, model)
+                folder.prune_checkpoints(run_dir, run.keep_last)  # once the round is done, so its state counts
                 tracker.log(trainer.steps_done, summary)
                 folder.write_metrics(run_dir)
         finally:
             gen.close()
             tracker.close()
         return folder.write_metrics(run_dir)
-

@@ -36,7 +36,7 @@ def train(
     check_options(run.train.objective, run.train.options)
     if run.train.ref:
         resolve_model(run.train.ref, "--ref")
-    check_output(out, overwrite=overwrite, inputs=[p for p in (*verified, model, run.train.ref) if p], folder=True)
+    out = check_output(out, kind="checkpoint", overwrite=overwrite, inputs=[p for p in (*verified, model, run.train.ref) if p])
     rows, meta = read_verified_rounds(verified)
     with distributed.session(run.train.device):
         trainer = Trainer(model, run)

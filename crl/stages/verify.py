@@ -57,7 +57,7 @@ def write_verified(scored: pl.DataFrame, out: Path, meta: dict[str, object]) -> 
     stats = summary(scored, grouped)
     meta = {**meta, "summary": stats}
     rows = scored.drop("positive")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, kind="verified") as tmp:
         tmp.mkdir()
         write_parquet(rows.filter(scored["positive"]), tmp / "positive.parquet", meta, kind="verified")
         write_parquet(rows.filter(~scored["positive"]), tmp / "negative.parquet", meta, kind="verified")
@@ -67,6 +67,6 @@ def write_verified(scored: pl.DataFrame, out: Path, meta: dict[str, object]) -> 
 
 def verify(rollouts_path: Path, out: Path, settings: Verify, overwrite: bool = False) -> dict[str, float]:
     """Run the stage and return its summary."""
-    check_output(out, overwrite=overwrite, inputs=[rollouts_path], folder=True)
+    out = check_output(out, kind="verified", overwrite=overwrite, inputs=[rollouts_path])
     rollouts, meta = read_completions(rollouts_path)  # crl rollouts, or any table of prompt_id, completion, answer
     return write_verified(score(rollouts, settings), out, {**(meta.to_dict() if meta else {}), "verifier": settings.verifier})

@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from crl.data.rounds import ROLLOUTS, SECONDS, TRAIN, eval_columns, groups, metric, section_columns, summary
+from crl.io import check_input
 from crl.data.schemas import VERIFIED_FILES, parquet_files, read_parquet
 from crl.errors import CrlError
 from crl.views.tables import clip, counts_table, fmt, header, kv_table, length_table, side_by_side
@@ -63,7 +64,7 @@ def _kind_of_file(path: Path) -> str | None:
 
 def detect(path: str | Path) -> tuple[str, Path]:
     """The kind of crl output at ``path`` and the file or folder to read for it."""
-    path = Path(path)
+    path = check_input(path)
     if not path.exists():
         raise CrlError(f"{path}: no such file or folder")
     if path.is_dir():
@@ -243,7 +244,10 @@ def summarize_train_log(path: Path, prompt_id: str | None, n: int) -> list[Rende
     items = {"steps": log.height, "epochs": log["epoch"].n_unique() if "epoch" in log.columns else None}
     state = path.parent / "trainer_state.json"
     if state.is_file():
-        items.update({f"state {k}": v for k, v in json.loads(state.read_text()).items()})
+        try:
+            items.update({f"state {k}": v for k, v in json.loads(state.read_text()).items()})
+        except (ValueError, AttributeError):  # cut short or not an object: shown, since inspect is how one finds out
+            items["state"] = f"{state.name} is damaged"
     return [header("train_log", path), kv_table("summary", items), trend_table(log, "per-step statistics", order, _numeric(log, ("step", "epoch")))]
 
 

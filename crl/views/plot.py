@@ -18,7 +18,7 @@ import polars as pl
 from crl.data.rounds import ROLLOUTS, TRAIN, eval_columns, metric, section_columns
 from crl.data.schemas import read_parquet
 from crl.errors import CrlError
-from crl.io import atomic_path, check_output, read_metadata
+from crl.io import KIND_KEY, atomic_path, check_output, read_metadata
 
 EVAL_KINDS = (("avg@", "-"), ("pass@", "--"), ("maj@", ":"))
 
@@ -142,7 +142,7 @@ def draw_train(fig, table: pl.DataFrame, columns: list[str]) -> None:
 
 def _save(fig, path: Path, dpi: int) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={KIND_KEY: "plot"})  # crl's marker (crl/io.py)
     return path
 
 
@@ -151,7 +151,7 @@ def plot_run(run: str | Path, out: Path | None = None, dpi: int = 110, overwrite
     folder, table = load_metrics(run)
     out = Path(out) if out is not None else folder / "plots"
     for name in ("metrics.png", "train.png"):
-        check_output(out / name, overwrite=overwrite, inputs=[run])
+        check_output(out / name, kind="plot", overwrite=overwrite, inputs=[folder / "metrics.parquet"])
     import matplotlib  # after the checks: its first import writes a font cache under HOME
 
     matplotlib.use("Agg", force=True)
