@@ -78,7 +78,7 @@ def test_imports_have_no_cycles_between_modules():
 # above the objectives and verifiers, above the data layer, ...).
 LAYERS = (
     ("__main__",), ("cli",), ("stages",), ("engine", "views"), ("objectives", "verifiers"), ("data",),
-    ("config", "answers"), ("default",), ("io", "progress"), ("errors",),
+    ("config", "answers"), ("default",), ("io", "progress"), ("locks",), ("errors",),
 )
 
 

