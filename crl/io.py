@@ -309,7 +309,7 @@ def write_parquet(df: pl.DataFrame, path: str | Path, metadata: dict[str, object
     meta.update({f"crl.{k}".encode(): json.dumps(v).encode() for k, v in extra.items()})
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, compression="zstd")  # as polars writes: a third of snappy's size on rollouts
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:
