@@ -38,6 +38,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,15 +48,13 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from crl.config import parse_set, resolve
+from crl.config import parse_set
 from crl.config.resolve import load_toml
 from crl.data.importers import import_generated
 from crl.data.prompts import data_home
-from crl.data.schemas import read_verified
-from crl.stages.eval import evaluate
+from crl.io import read_metadata
 from crl.stages.run_folder import CHECKPOINTS, checkpoint_dir, round_dir
-from crl.stages.train import train
-from objectives import RESULTS, finished, mean_std, run_one
+from objectives import RESULTS, finished
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = ("dapo", "grpo", "rence", "conspo", "disco")
@@ -98,35 +98,55 @@ def recipe_rounds(task: Task, settings: dict) -> int:
     return int(settings.get("rounds", load_toml(task.recipe)["rounds"]))
 
 
+def crl(*args: object) -> None:
+    """A crl command in a child process, as a user runs it: each run starts with a fresh process's memory."""
+    subprocess.run([sys.executable, "-m", "crl", *map(str, args)], check=True)
+
+
+def flags(settings: dict, prefix: str = "") -> list[str]:
+    """A table of settings as ``--set KEY=VALUE`` items."""
+    out: list[str] = []
+    for key, value in settings.items():
+        out += flags(value, f"{prefix}{key}.") if isinstance(value, dict) else ["--set", f"{prefix}{key}={value}"]
+    return out
+
+
 def online(task: Task, objective: str, seed: int, out: Path, settings: dict, keep: int | None) -> Path:
-    """One online run; with ``keep``, the state after round ``keep`` is saved and kept (the offline arm's start)."""
+    """One online run (continued where it stopped); with ``keep``, the state after round ``keep`` is saved and
+    kept (the offline arm's start)."""
     if keep:
         settings = merged(settings, {"save_every": keep, "keep_last": recipe_rounds(task, settings) // keep + 1})
-    run_one(objective, None, seed, settings, out, task.recipe)
-    return next(out.glob(f"{objective}-lr*-seed{seed}"))
+    lr = settings.get("train", {}).get("lr", load_toml(task.recipe)["train"]["lr"])
+    run = out / f"{objective}-lr{lr:g}-seed{seed}"
+    if not finished(run, recipe_rounds(task, settings)):
+        crl("iterate", "--config", task.recipe, "--objective", objective, "--seed", seed, *flags(settings), "--out", run,
+            *(["--resume"] if run.exists() else []))
+    return run
 
 
 def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Path) -> Path:
-    """``crl train`` over the verified/ folders of the base run's rounds 1..n from its state after round n, then the
-    recipe's held-out evaluation; the run folder records both like ``crl iterate`` (metrics.parquet)."""
+    """``crl train`` over the verified/ folders of the base run's rounds 1..n from its state after round n, then
+    ``crl eval`` with the base run's settings, as recipes/offline-smollm2.sh does; the run folder's
+    metrics.parquet holds the base run's rounds 1..n and a last row for the offline pass (its training seconds
+    from train_log.parquet, its evaluation's wall time)."""
     run = out / f"{base.name}-n{n}-e{epochs}-{objective}"
     if (run / "metrics.parquet").is_file():
         return run
-    config = load_toml(base / "config.toml")
-    layer = {"train": {"objective": objective, "options": {}, "epochs": epochs, "minibatches": config["train"].get("minibatches", 1) * n}}
-    resolved = resolve([(merged(config, layer), "base run, bench")])
+    config = base / "config.toml"
+    minibatches = load_toml(config)["train"].get("minibatches", 1) * n
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
+    crl("train", *[round_dir(base, r) / "verified" for r in range(1, n + 1)], "--config", config, "--model",
+        checkpoint_dir(base, n), "--objective", objective, "--epochs", epochs, "--minibatches", minibatches,
+        "--out", run / "checkpoint")
+    seconds_train = float(pl.read_parquet(run / "checkpoint" / "train_log.parquet")["seconds"].max())
     start = time.perf_counter()
-    train([round_dir(base, r) / "verified" for r in range(1, n + 1)], run / "checkpoint", resolved.config,
-          str(checkpoint_dir(base, n)))
-    seconds_train = time.perf_counter() - start
-    start = time.perf_counter()
-    table, _ = evaluate(list(resolved.config.eval.tasks), run / "eval.parquet", resolved.config, str(run / "checkpoint"))
+    crl("eval", *load_toml(config)["eval"]["tasks"], "--config", config, "--model", run / "checkpoint", "--out", run / "eval.parquet")
     seconds_eval = time.perf_counter() - start
     shutil.rmtree(run / "checkpoint")
+    metrics = read_metadata(run / "eval.parquet")["metrics"]
+    after = {f"{row['task']}/{k}": v for row in metrics for k, v in row.items() if k not in ("task", "problems", "n")}
     base_metrics = pl.read_parquet(base / "metrics.parquet").filter(pl.col("round") <= n)
-    after = {f"{row['task']}/{k}": v for row in table.to_dicts() for k, v in row.items() if k not in ("task", "problems", "n")}
     last = pl.DataFrame([{"round": n + 1, "seconds/train": seconds_train, "seconds/round": seconds_train, "seconds/eval": seconds_eval, **after}])
     pl.concat([base_metrics, last], how="diagonal_relaxed").write_parquet(run / "metrics.parquet")
     (run / "arm.json").write_text(json.dumps({"base": str(base), "n": n, "epochs": epochs, "objective": objective}))
