@@ -27,17 +27,18 @@ from crl.config import parse_set, resolve
 from crl.config.resolve import load_toml
 from crl.objectives import OBJECTIVES
 from crl.stages.iterate import iterate
-from crl.views.report import eval_columns
+from crl.data.rounds import eval_columns
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_one(objective: str, lr: float | None, seed: int, settings: dict, out: Path) -> dict:
-    """One run (or the finished run already in ``out``): first and last evaluation, time in rounds."""
+def run_one(objective: str, lr: float | None, seed: int, settings: dict, out: Path, recipe: Path | None = None) -> dict:
+    """One run (or the finished run already in ``out``), from ``recipe``'s settings (a TOML file, else the
+    defaults) under ``settings``: first and last evaluation, time in rounds."""
     layer = {**settings, "seed": seed, "train": {**settings.get("train", {}), "objective": objective}}
     if lr is not None:
         layer["train"]["lr"] = lr
-    resolved = resolve([(layer, "bench")])
+    resolved = resolve([*([(load_toml(recipe), f"--config {recipe}")] if recipe else []), (layer, "bench")])
     run = out / f"{objective}-lr{resolved.config.train.lr:g}-seed{seed}"
     if not finished(run, resolved.config.rounds):
         iterate(resolved, run, resume=run.exists())

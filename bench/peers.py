@@ -35,7 +35,7 @@ from crl.data.models import resolve_model
 from crl.data.prompts import load_prompts, render
 from crl.engine.checkpoint import load_tokenizer
 from crl.stages.eval import evaluate
-from crl.stages.iterate import round_prompts
+from crl.stages.sampling import round_prompts
 from crl.verifiers.math import verify
 from objectives import RESULTS, mean_std, run_one
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
-from crl.views.report import eval_columns
+from crl.data.rounds import eval_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("generate", "verify", "train")

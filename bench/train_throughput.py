@@ -5,10 +5,11 @@ Models: randomly initialised transformers Qwen2 models with the shapes of Qwen2.
 each sequence: equal lengths of 1k tokens (16 x 1024), of 4k (4 x 4096), and ragged (32 sequences,
 uniform 256..4096). For each model and rollout set, one optimiser step is timed (after one warm-up step) for:
 
-- ``crl``: crl's own path, ``crl.engine.steps.optimizer_step`` (whole groups in micro-batches of
+- ``crl``: crl's own path, ``crl.engine.step.optimizer_step`` (whole groups in micro-batches of
   ``token_budget`` tokens: right-padded rows under sdpa, packed rows with restarting position ids under
   flex_attention; log-probs of the taken tokens only, output layer in 2,048-row chunks), with the DAPO
-  objective, once per attention kernel (sdpa, flex_attention);
+  objective, once per attention kernel (sdpa, flex_attention); its old log-probs are the sampler's, as the
+  usual path's are (``--old-logprobs rollout``);
 - ``usual``: padded micro-batches of ``budget // longest`` sequences, ``model(...).logits`` over the
   whole vocabulary, float32 ``log_softmax`` then ``gather``, the same clipped surrogate;
 - ``trl``: where ``trl`` imports, TRL's own log-prob helper (``selective_log_softmax``) on logits kept for
@@ -48,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 from crl.config import Train  # noqa: E402
 from crl.engine.logprobs import TokenSeq, padded  # noqa: E402
 from crl.engine.policy import Runtime, autocast, enable_checkpointing, memory_defaults  # noqa: E402
-from crl.engine.steps import Rollouts, optimizer_step, plan  # noqa: E402
-from crl.objectives import get_objective  # noqa: E402
+from crl.engine.step import Rollouts, optimizer_step, plan, with_logprobs  # noqa: E402
+from crl.objectives import Context, get_objective  # noqa: E402
 
 VOCAB = 151_936
 SHAPES = {  # Qwen2.5 configurations (config.json of the released models)
@@ -101,15 +102,15 @@ def rollouts(workload: tuple[int, int, int], vocab: int, device: str) -> Rollout
         ids = torch.randint(0, vocab, (length,), generator=g).tolist()
         seqs.append(TokenSeq(ids[:prompt], ids[prompt:]))
     k = min(GROUP, n)
-    groups = [list(range(i, min(i + k, n))) for i in range(0, n, k)]
+    groups = tuple(tuple(range(i, min(i + k, n))) for i in range(0, n, k))
     reward = torch.tensor([float(i % 2 == 0) for i in range(n)], device=device)
-    behaviour = [torch.full((len(s.completion_ids),), -11.0, device=device) for s in seqs]
-    return Rollouts(seqs, reward, reward > 0, groups, behaviour, 1.0, max(len(s.completion_ids) for s in seqs))
+    behaviour = tuple(torch.full((len(s.completion_ids),), -11.0, device=device) for s in seqs)
+    return Rollouts(tuple(seqs), reward, reward > 0, groups, behaviour, 1.0, max(len(s.completion_ids) for s in seqs))
 
 
 def advantages(data: Rollouts) -> torch.Tensor:
     adv = torch.zeros_like(data.reward)
-    for g in data.groups:
+    for g in map(list, data.groups):
         r = data.reward[g]
         adv[g] = (r - r.mean()) / (r.std() + 1e-4)
     return adv
@@ -170,7 +171,8 @@ def crl_step(model, optimizer, data: Rollouts, setup: Setup, attn: str) -> None:
     """One optimiser step over all the groups, as crl's trainer takes it (one epoch, one minibatch)."""
     rt = runtime(setup, attn)
     (step,) = plan(data, Train(objective="dapo"), rt, torch.Generator().manual_seed(0))
-    optimizer_step(model, optimizer, data, step, rt, get_objective("dapo"), {"max_new_tokens": data.max_new_tokens}, 1.0, None)
+    data = with_logprobs(model, data, [step], rt, None, recompute=False)
+    optimizer_step(model, optimizer, data, step, rt, get_objective("dapo"), Context(max_new_tokens=data.max_new_tokens), {}, 1.0, None)
 
 
 def measure(step, setup: Setup) -> tuple[float, float | None]:

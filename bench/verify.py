@@ -1,12 +1,15 @@
 """Benchmark of crl's `math` verifier against Hugging Face Math-Verify: accuracy and throughput, same items.
 
-Items: the labelled case files for accuracy (tests/verifier_cases.jsonl, written with crl's code, and
-tests/verifier_external_cases.jsonl, facts from other graders' tests and issue threads), plus N completions
-synthesised from the
-benchmark files in ../shared/data: MATH / AIME / Minerva solutions ending in their \\boxed answer, MATH-train
-answers written in the styles models use ("The final answer is $x$. I hope it is correct.", "Answer: x", ...),
-GSM8K solutions ending in "#### x" or "The answer is x.", and the project's default arithmetic task; about a
-third get a perturbed answer (off by one, another problem's answer), so both true and false pairs are timed.
+Items: the labelled case files for accuracy (tests/verifier_cases.jsonl, written with crl's code,
+tests/verifier_external_cases.jsonl, facts from other graders' tests and issue threads, and the collection of
+whole completions written by real models and judged by hand, reported in its two parts: "tune", the cases the
+rules were worked out on, and "holdout", kept out of that work; its labels are tests/verifier_real_labels.jsonl,
+its text is read back from public repositories by `python bench/real_outputs.py` into bench/data/, and its columns
+read "not built" until then), plus N completions synthesised from the benchmark files in ../shared/data: MATH /
+AIME / Minerva solutions ending in their \\boxed answer, MATH-train answers written in the styles models use
+("The final answer is $x$. I hope it is correct.", "Answer: x", ...), GSM8K solutions ending in "#### x" or "The
+answer is x.", and the project's default arithmetic task; about a third get a perturbed answer (off by one,
+another problem's answer), so both true and false pairs are timed.
 Configurations: crl in one process (a loop over the verifier), crl `verify_many` with 1..k worker processes, and
 Math-Verify in one process (`verify(parse(gold), parse(completion))`, gold parses cached), on the same items.
 
@@ -30,9 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crl.verifiers import get_verifier, verify_many  # noqa: E402
+from real_outputs import read_collection  # noqa: E402  (bench/, the script's own folder)
 
 CASES = ROOT / "tests" / "verifier_cases.jsonl"
 EXTERNAL = ROOT / "tests" / "verifier_external_cases.jsonl"
+PARTS = ("tune", "holdout")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -163,28 +168,40 @@ def main() -> None:
     crl_ext = accuracy([get_verifier("math")(c["completion"], c["answer"]).reward for c in external], ext_l)
     mv_ext = run_math_verify([c["completion"] for c in external], [c["answer"] for c in external])
 
+    collection = read_collection()
+    real = {p: [c for c in collection or [] if c["part"] == p] for p in PARTS}
+    real_l = {p: [c["label"] for c in real[p]] for p in PARTS}
+    crl_real = {p: accuracy([get_verifier("math")(c["completion"], c["answer"]).reward for c in real[p]], real_l[p])
+                if collection else None for p in PARTS}
+    mv_real = {p: run_math_verify([c["completion"] for c in real[p]], [c["answer"] for c in real[p]]) for p in PARTS}
+
     items = build_items(args.data, args.n, args.seed)
     comps, golds, labels = [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
     rows = []
     rewards, secs = run_crl_inprocess(comps, golds)
     rows.append({"config": "crl, 1 process (in-process loop)", "processes": 1, "seconds": secs,
                  "items_per_s": len(items) / secs, "bench_accuracy": accuracy(rewards, labels),
-                 "case_accuracy": accuracy(crl_case, case_l), "external_accuracy": crl_ext})
+                 "case_accuracy": accuracy(crl_case, case_l), "external_accuracy": crl_ext,
+                 **{f"real_{p}_accuracy": crl_real[p] for p in PARTS}})
     for w in [int(x) for x in args.workers.split(",") if x]:
         rewards, secs = run_crl_pool(comps, golds, w, args.timeout)
         rows.append({"config": f"crl verify_many, {w} worker{'s' if w > 1 else ''}", "processes": w,
                      "seconds": secs, "items_per_s": len(items) / secs, "bench_accuracy": accuracy(rewards, labels),
-                     "case_accuracy": accuracy(crl_case, case_l), "external_accuracy": crl_ext})
+                     "case_accuracy": accuracy(crl_case, case_l), "external_accuracy": crl_ext,
+                     **{f"real_{p}_accuracy": crl_real[p] for p in PARTS}})
     mv = run_math_verify(comps, golds)
     if mv is not None and mv_case is not None and mv_ext is not None:
         rewards, secs = mv
         rows.append({"config": "Math-Verify, 1 process", "processes": 1, "seconds": secs,
                      "items_per_s": len(items) / secs, "bench_accuracy": accuracy(rewards, labels),
-                     "case_accuracy": accuracy(mv_case[0], case_l), "external_accuracy": accuracy(mv_ext[0], ext_l)})
+                     "case_accuracy": accuracy(mv_case[0], case_l), "external_accuracy": accuracy(mv_ext[0], ext_l),
+                     **{f"real_{p}_accuracy": accuracy(mv_real[p][0], real_l[p]) if collection else None
+                        for p in PARTS}})
         base = rows[-1]["items_per_s"]
         for r in rows:
             r["speedup_vs_math_verify"] = r["items_per_s"] / base
-    report = {"n_items": len(items), "n_cases": len(cases), "n_external": len(external), "cpu_count": os.cpu_count(),
+    report = {"n_items": len(items), "n_cases": len(cases), "n_external": len(external),
+              "n_real": {p: len(real[p]) for p in PARTS}, "cpu_count": os.cpu_count(),
               "load_average": os.getloadavg(),
               "sources": {s: sum(1 for i in items if i[3] == s) for s in sorted({i[3] for i in items})},
               "rows": rows}
@@ -194,15 +211,21 @@ def main() -> None:
 
 
 def _print_table(report: dict) -> None:
-    head = "| configuration | external cases | case file | bench accuracy | items/s | vs Math-Verify |"
-    lines = [f"{report['n_items']} completions ({report['sources']}), {report['n_external']} external cases, "
-             f"{report['n_cases']} case-file cases, {report['cpu_count']} CPUs, load average "
-             f"{report['load_average'][0]:.1f}", "", head, "|---|---|---|---|---|---|"]
+    head = ("| configuration | real outputs (tune) | real outputs (holdout) | external cases | case file | "
+            "bench accuracy | items/s | vs Math-Verify |")
+    lines = [f"{report['n_items']} completions ({report['sources']}), real model outputs {report['n_real']}, "
+             f"{report['n_external']} external cases, {report['n_cases']} case-file cases, {report['cpu_count']} CPUs, "
+             f"load average {report['load_average'][0]:.1f}", "", head, "|---|---|---|---|---|---|---|---|"]
+    if not any(report["n_real"].values()):
+        lines[1:1] = ["", "Real model outputs: not built here; `python bench/real_outputs.py [--sources DIR]` reads "
+                      "their text back from the public repositories the labels point to."]
     for r in report["rows"]:
         ratio = r.get("speedup_vs_math_verify")
         shown = "" if ratio is None else f"{ratio:.1f}x"
-        lines.append(f"| {r['config']} | {r['external_accuracy']:.1%} | {r['case_accuracy']:.1%} | "
-                     f"{r['bench_accuracy']:.1%} | {r['items_per_s']:,.0f} | {shown} |")
+        real = [("not built" if r[f"real_{p}_accuracy"] is None else f"{r[f'real_{p}_accuracy']:.1%}") for p in PARTS]
+        lines.append(f"| {r['config']} | {real[0]} | {real[1]} | "
+                     f"{r['external_accuracy']:.1%} | {r['case_accuracy']:.1%} | {r['bench_accuracy']:.1%} | "
+                     f"{r['items_per_s']:,.0f} | {shown} |")
     text = "\n".join(lines)
     try:
         from rich.console import Console

@@ -170,7 +170,7 @@ def test_pull_converts_hub_rows(home, monkeypatch):
     assert read_metadata(w.path)["origin"] == "hf://datasets/gneubig/aime-1983-2024"
 
 
-def test_catalogue_covers_the_issue():
+def test_catalogue_knows_the_common_math_benchmarks_with_hub_ids():
     names = {k.name for k in catalogue.CATALOGUE}
     assert {"math500", "gsm8k_test", "gsm8k_train", "aime24", "aime25", "amc23", "minerva_math", "olympiadbench",
             "math_train", "aime_1983_2023", "deepscaler"} <= names
@@ -187,3 +187,38 @@ def test_list_shows_present_sets(shared_data, home, cli):
     assert "data home" in lines["amc23"] and " 40 " in lines["amc23"]
     assert " no " in lines["math500"] and "HuggingFace" in lines["math500"]
     assert "imported" in lines["mine"] and " 1 " in lines["mine"]
+
+
+def test_reasoning_gym_tasks_import_reproducibly_and_grade_like_the_library(tmp_path, cli):
+    """A reasoning-gym task imported twice with one seed gives the same set, another seed another set; crl's math
+    verifier agrees with the library's own scorer on each gold answer and on an answer off by one."""
+    reasoning_gym = pytest.importorskip("reasoning_gym")
+    from crl.verifiers import get_verifier
+
+    for out, seed in (("a", 3), ("b", 3), ("c", 4)):
+        code, _, err = cli("data", "import", "reasoning-gym:letter_counting", "--rows", 30, "--seed", seed,
+                           "--param", "max_words=6", "--out", tmp_path / out)
+        assert code == 0, err
+    a, b, c = (pl.read_parquet(tmp_path / f / "letter_counting.parquet") for f in "abc")
+    assert a.height == 30 and a.equals(b) and not a["prompt"].equals(c["prompt"])
+    assert a["id"][0] == "letter_counting-0003-00000" and set(a["source"]) == {"reasoning-gym:letter_counting"}
+    library = reasoning_gym.create_dataset("letter_counting", size=30, seed=3, max_words=6)
+    math = get_verifier("math")
+    for row, entry in zip(a.iter_rows(named=True), library):
+        assert row["prompt"] == entry["question"]
+        for answer in (row["answer"], str(int(row["answer"]) + 1)):
+            assert math(f"The letter appears \\boxed{{{answer}}} times.", row["answer"]).reward == library.score_answer(answer, entry)
+
+
+def test_reasoning_gym_mistakes_are_one_line(tmp_path, cli):
+    pytest.importorskip("reasoning_gym")
+    for args, words in (
+        (["reasoning-gym:no_such_task"], "has no task 'no_such_task'"),
+        (["reasoning-gym:letter_counting", "--param", "max_words"], "expected KEY=VALUE"),
+        (["reasoning-gym:letter_counting", "--param", "colour=red"], "the generator refused"),
+        (["reasoning-gym:letter_counting", "--param", "min_words=9", "--param", "max_words=2"], "the generator refused"),
+        ([str(tmp_path / "x.jsonl"), "--rows", "5"], "--rows: only for a reasoning-gym:TASK source"),
+    ):
+        code, _, err = cli("data", "import", *args, "--out", tmp_path / "out")
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -114,7 +114,10 @@ def test_inspect_rollouts_eval_train_log_metrics(outputs, cli):
     code, out, _ = cli("inspect", outputs / "eval.parquet", *WIDE)
     assert code == 0 and "arith_test" in out and "per task" in out and "positive (2)" in out
     code, out, _ = cli("inspect", outputs / "checkpoint", *WIDE)
-    assert code == 0 and "steps" in out and "loss" in out and "0.9" in out and "0.5" in out
+    assert code == 0 and re.search(r"steps\W+3\b", out)
+    # per step: column, n, first, last, min, max, mean
+    assert re.search(r"loss\W+3\W+0\.9\W+0\.5\W+0\.5\W+0\.9\W+0\.7\b", out)
+    assert re.search(r"grad_norm\W+3\W+1\.5\W+1\.1\W+1\.1\W+1\.5\W+1\.267\b", out)
     code, out, _ = cli("inspect", outputs, *WIDE)
     assert code == 0 and "rounds" in out and "arith_test/avg@4" in out and "rollouts/pass_rate" in out
 

@@ -73,7 +73,10 @@ def test_killed_three_times_then_resumed_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_second_run_into_same_folder_needs_resume(cli, tmp_path):
+    from crl.io import RUN, mark
+
     (tmp_path / "run").mkdir()
+    mark(tmp_path / "run", RUN)  # a run folder is one that crl marked as such
     (tmp_path / "run" / "config.toml").write_text("rounds = 1\n")
     code, _, err = cli("iterate", "--out", tmp_path / "run", "--rounds", "1")
     assert code == 2 and "--resume" in err
@@ -131,27 +134,29 @@ def test_unknown_or_bad_settings_are_errors():
 
 def test_a_further_draw_sampled_in_pieces_keeps_the_groups_of_the_whole_draw(monkeypatch):
     """Each prompt's samples depend on its seed alone, so sampling a draw piecewise must keep the same groups."""
-    import crl.stages.iterate as it
+    import crl.stages.sampling as sampling
 
     def rollouts(chunk, *_):  # prompt i's group is mixed when i % 3 == 0; 4 samples each
-        return pl.DataFrame({"prompt_id": [p for p in chunk["id"] for _ in range(4)],
+        return pl.DataFrame({"prompt_id": [p for p in chunk["id"] for _ in range(4)], "round": 1,
                              "positive": [k == 0 and int(p) % 3 == 0 for p in chunk["id"] for k in range(4)]})
 
-    monkeypatch.setattr(it, "rollout_rows", rollouts)
-    monkeypatch.setattr(it, "score", lambda rows, _: rows)
+    monkeypatch.setattr(sampling, "rollout_rows", rollouts)
+    monkeypatch.setattr(sampling, "score", lambda rows, _: rows)
     run = SimpleNamespace(seed=0, prompts_per_round=16, model=None, verify=None,
                           generate=SimpleNamespace(dynamic_sampling=True, max_attempts=8))
     gen, prompts = SimpleNamespace(backend=None, trainer=SimpleNamespace(tokenizer=None)), pl.DataFrame({"id": [str(i) for i in range(300)]})
-    pieces = it.sample_round(run, gen, prompts, 1, {})
-    monkeypatch.setattr(it, "next_draw", lambda short, mixed, drawn, left: left)
-    whole = it.sample_round(run, gen, prompts, 1, {})
-    kept = [s[1].filter("train")["prompt_id"].unique(maintain_order=True).to_list() for s in (pieces, whole)]
+    pieces = sampling.sample_round(run, gen, prompts, 1)
+    monkeypatch.setattr(sampling, "next_draw", lambda short, mixed, drawn, left: left)
+    whole = sampling.sample_round(run, gen, prompts, 1)
+    kept = [s.train["prompt_id"].unique(maintain_order=True).to_list() for s in (pieces, whole)]
     assert kept[0] == kept[1] and len(kept[0]) == 16
-    assert pieces[0]["prompt_id"].n_unique() < whole[0]["prompt_id"].n_unique()
+    assert pieces.rollouts["prompt_id"].n_unique() < whole.rollouts["prompt_id"].n_unique()
+    for s in (pieces, whole):  # every group drawn is trained on or counted as left out
+        assert s.left_out == s.scored["prompt_id"].n_unique() - 16
 
 
 def test_next_draw_asks_for_the_shortfall_over_the_mixed_share():
-    from crl.stages.iterate import next_draw
+    from crl.stages.sampling import next_draw
     assert next_draw(short=16, mixed=48, drawn=64, left=64) == 27  # 16 / 0.75 = 21.3, a quarter more: 26.7, up
     assert next_draw(short=5, mixed=0, drawn=64, left=40) == 40  # no mixed group yet: the whole draw
     assert next_draw(short=60, mixed=4, drawn=64, left=50) == 50  # never more than the draw holds
@@ -170,3 +175,60 @@ def test_dynamic_sampling_trains_on_exactly_the_mixed_groups(tmp_path):
     assert mixed >= 6 or summary["attempts"] == 3  # stopped because enough groups were mixed, or at the cap
     log = pl.read_parquet(run / "round-0001" / "train_log.parquet")
     assert int(log["groups"].sum()) == min(mixed, 6)  # exactly the batch: mixed groups only, no more than asked
+    # every group the sampler left out is counted as dropped, once for the round (summed over its steps)
+    assert summary["train/groups_dropped"] == log["groups_dropped"].sum() == groups.height - min(mixed, 6)
+
+
+def test_replay_trains_each_round_on_the_mixed_groups_of_the_rounds_before(tmp_path):
+    """train.replay = 3: round r trains on its own groups and the mixed groups of rounds r-2 and r-1, read back
+    from their verified/ folders as groups of their own round; a clipped objective weights them by truncated
+    importance ratios."""
+    run = tmp_path / "run"
+    assert crl_main("iterate", "--out", run, *SMALL, "--rounds", "3", "--objective", "grpo", "--set", "train.replay=3") == 0
+    mixed = []
+    for r in (1, 2, 3):
+        groups = pl.read_parquet(run / f"round-{r:04d}" / "verified" / "groups.parquet")
+        mixed.append(int(((groups["n_pos"] > 0) & (groups["n_neg"] > 0)).sum()))
+        summary = json.loads((run / f"round-{r:04d}" / "round.json").read_text())
+        log = pl.read_parquet(run / f"round-{r:04d}" / "train_log.parquet")
+        replayed = sum(mixed[max(0, r - 3):r - 1])
+        assert summary["train/groups_replayed"] == replayed
+        assert int(log["groups"].sum()) == groups.height + replayed  # grpo keeps its own flat groups, not older ones
+        assert "tis_weight" in log.columns and log["tis_weight"].drop_nans().drop_nulls().max() <= 2.0
+    assert sum(mixed[:2]) > 0, "no round had a mixed group: the test checked nothing replayed"
+
+
+def test_train_over_several_rounds_keeps_each_round_s_groups_apart(tmp_path, cli):
+    """crl train on two rounds' verified/ folders: one training set of every round's groups (tests/test_rounds.py
+    checks that a prompt drawn in two rounds makes two groups); a folder given twice is refused in one line."""
+    run = tmp_path / "run"
+    assert crl_main("iterate", "--out", run, *SMALL, "--rounds", "2", "--set", "prompts_per_round=8") == 0
+    folders = [run / f"round-{r:04d}" / "verified" for r in (1, 2)]
+    code, _, err = cli("train", *folders, "--model", run / "checkpoints" / "round-0002", "--objective", "rence",
+                       "--epochs", "2", "--out", tmp_path / "offline")
+    assert code == 0, err
+    log = pl.read_parquet(tmp_path / "offline" / "train_log.parquet")
+    groups = pl.concat([pl.read_parquet(f / "groups.parquet") for f in folders])
+    mixed = int(((groups["n_pos"] > 0) & (groups["n_neg"] > 0)).sum())
+    first = log.filter(pl.col("epoch") == 0)
+    assert int(first["groups"].sum()) == mixed and int(first["groups_dropped"].sum()) == groups.height - mixed  # rence: mixed only
+    code, _, err = cli("train", folders[0], folders[0], "--model", "tiny-arith", "--out", tmp_path / "twice")
+    assert code == 2 and "in two of the folders given" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "twice").exists()
+
+
+def test_the_offline_recipe_runs_its_three_steps(tmp_path):
+    """recipes/offline-smollm2.sh on the tiny model: the online warm-up, crl train over every stored round, the
+    held-out evaluation of the result."""
+    config = tmp_path / "tiny.toml"
+    config.write_text('model = "tiny-arith"\nprompts_per_round = 4\n[generate]\nn = 4\nmax_new_tokens = 20\n'
+                      '[verify]\nworkers = 1\n[eval]\nn = 2\nlimit = 4\nmax_new_tokens = 20\n[backend]\nname = "hf"\n')
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "offline-smollm2.sh"
+    env = {**os.environ, "CONFIG": str(config), "TASK": "arith_test", "ROUNDS": "2", "EPOCHS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(recipe), str(tmp_path / "run")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = pl.read_parquet(tmp_path / "run" / "offline" / "train_log.parquet")
+    assert log["epoch"].max() == 0 and log.height == 4  # one epoch of 2 x ROUNDS steps
+    evaluated = pl.read_parquet(tmp_path / "run" / "offline-eval.parquet")
+    assert evaluated.height == 4 * 2 and set(evaluated["task"]) == {"arith_test"}

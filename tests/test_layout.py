@@ -1,10 +1,13 @@
-"""The shape of the code: small modules, no folder holding most of it, imports without cycles, every setting's
-default defined once and shown by every command that takes it."""
+"""The shape of the code: small modules, no folder holding most of it, imports that run down the layers and
+without cycles, every setting's default defined once and shown by every command that takes it, every objective
+documented, and every name docs/walkthrough.md cites importable."""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
+import re
 from pathlib import Path
 
 import typer.main
@@ -12,7 +15,8 @@ import typer.main
 from crl.cli import app
 from crl.config import SECTIONS, RunConfig
 
-PACKAGE = Path(__file__).resolve().parents[1] / "crl"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "crl"
 
 
 def modules() -> dict[str, Path]:
@@ -67,6 +71,54 @@ def test_imports_have_no_cycles_between_modules():
         return False
 
     assert not any(visit(n, []) for n in sorted(graph) if state.get(n) is None), cycle
+
+
+# Top to bottom: a module imports from its own package or from a package on a lower layer, never from one on
+# its own layer or above (the command line above the stages, above what runs models and what shows results,
+# above the objectives and verifiers, above the data layer, ...).
+LAYERS = (
+    ("__main__",), ("cli",), ("stages",), ("engine", "views"), ("objectives", "verifiers"), ("data",),
+    ("config", "answers"), ("default",), ("io", "progress"), ("locks",), ("errors",),
+)
+
+
+def layer(module: str) -> int:
+    package = module.split(".")[1] if "." in module else "__init__"
+    return next(i for i, names in enumerate(LAYERS) if package in names) if package != "__init__" else -1
+
+
+def test_imports_run_down_the_layers():
+    known = modules()
+    upward = [
+        f"{name} imports {m}"
+        for name, path in known.items() if name != "crl"
+        for m in imports(path, name) - {"crl"} if m in known and m.split(".")[:2] != name.split(".")[:2] and layer(m) <= layer(name)
+    ]
+    assert upward == []
+
+
+def test_every_package_has_its_layer():
+    packages = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    assert packages - {"__init__"} == {name for names in LAYERS for name in names}
+
+
+def test_every_objective_is_documented_in_the_objectives_page_and_the_readme_table():
+    from crl.objectives import ADVANTAGES, AGGREGATIONS, OBJECTIVES
+
+    page, readme = (ROOT / "docs" / "objectives.md").read_text(), (ROOT / "README.md").read_text()
+    headed = {n for line in page.splitlines() if line.startswith("#") for n in re.findall(r"`([^`]+)`", line)}
+    tabled = {n for line in readme.splitlines() if line.startswith("| `") for n in re.findall(r"`([^`]+)`", line.split("|")[1])}
+    assert set(OBJECTIVES) - headed == set() and set(OBJECTIVES) - tabled == set()
+    assert {n for n in (*ADVANTAGES, *AGGREGATIONS) if f"`{n}`" not in page} == set()
+
+
+def test_every_name_the_walkthrough_cites_can_be_imported():
+    cited = re.findall(r"`(crl/[\w/]+)\.py:([\w.]+)`", (ROOT / "docs" / "walkthrough.md").read_text())
+    assert len(cited) > 30
+    for path, name in cited:
+        value = importlib.import_module(path.replace("/", "."))
+        for attr in name.split("."):
+            value = getattr(value, attr)
 
 
 def setting_names() -> set[str]:

@@ -1,6 +1,9 @@
 """Padded, shared-prompt and packed, chunked log-probs (and their gradients) equal those of a plain forward
 pass over each sequence alone."""
 
+import logging
+import warnings
+
 import pytest
 import torch
 
@@ -20,11 +23,11 @@ LAYOUTS = {"padded": {}, "shared": {"share_prompts": True}, "packed": {"packed":
 
 def groups_of_samples(generator: torch.Generator) -> list[TokenSeq]:
     """Prompts of several lengths, most with several completions (as a round's groups), one completion of
-    a single token."""
+    a single token, one empty (imported rollouts may hold one)."""
     prompts = [torch.randint(3, 60, (p,), generator=generator).tolist() for p in (7, 3, 12, 5)]
     return [
         TokenSeq(prompts[k], torch.randint(3, 60, (c,), generator=generator).tolist())
-        for k, c in [(0, 5), (1, 9), (2, 1), (3, 4), (0, 2), (1, 6), (0, 7), (2, 3)]
+        for k, c in [(0, 5), (1, 9), (2, 1), (3, 4), (0, 2), (1, 6), (0, 7), (2, 3), (3, 0)]
     ]
 
 
@@ -55,6 +58,33 @@ def test_gradient_through_chunks_matches_plain(tiny_model, layout):
     tolerance = {"atol": 1e-4, "rtol": 1e-5} if layout == "shared" else {"atol": 1e-10, "rtol": 1e-9}
     for name, p in model.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, **tolerance, msg=name)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_micro_batch_of_empty_completions_has_no_log_prob_and_a_gradient_path(tiny_model, layout):
+    model = load_model(tiny_model, "cpu")
+    out = completion_logprobs(model, [TokenSeq([5, 6, 7], []), TokenSeq([5, 6], [])], **LAYOUTS[layout])
+    assert [len(lp) for lp in out] == [0, 0]
+    sum(lp.sum() for lp in out).backward()  # a zero gradient, but a backward pass (the other ranks' collectives)
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_the_shared_prompt_forward_uses_nothing_transformers_deprecates(tiny_model, caplog):
+    """The shared-prompt layout hands its prompts' keys and values to the decoder through ``past_key_values``,
+    transformers' one way to do so up to 5.19; pyproject.toml bounds transformers below 5.40, the release an
+    audit reported as removing it. A deprecation on the installed version fails here, not on a user's run."""
+    model = load_model(tiny_model, "cpu")
+    hf_logger = logging.getLogger("transformers")
+    hf_logger.addHandler(caplog.handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            out = completion_logprobs(model, groups_of_samples(torch.Generator().manual_seed(2)), share_prompts=True)
+            sum(lp.sum() for lp in out).backward()
+    finally:
+        hf_logger.removeHandler(caplog.handler)
+    assert not [r.getMessage() for r in caplog.records if "deprecat" in r.getMessage().lower()]
 
 
 def test_temperature_divides_logits(tiny_model):

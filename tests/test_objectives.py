@@ -4,14 +4,16 @@ zero-gradient cases and small examples worked out by hand."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
 
 from crl.errors import CrlError
-from crl.objectives import OBJECTIVES, Batch, StepInfo, check_options, get_objective, needs_reference, options, spec
+from crl.objectives import OBJECTIVES, Batch, Context, StepInfo, check_options, get_objective, needs_reference, options, spec
 
 
 
@@ -70,8 +72,15 @@ def with_logp(b: Batch, logp: torch.Tensor) -> Batch:
     return Batch(logp, b.old_logp, b.mask, b.reward, b.group, b.ref_logp)
 
 
+def objective(name: str, b: Batch, ctx: Context | None = None, **opts) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss and every statistic (means, counts and units in one dict) of an objective on ``b``."""
+    out = get_objective(name)(b, ctx, **opts)
+    assert not set(out.means) & set(out.counts)
+    return out.value, {**out.means, **out.counts, "units": out.units}
+
+
 def run(name: str, b: Batch, opts: dict, ctx: dict):
-    return get_objective(name)(b, **opts, **ctx)
+    return objective(name, b, Context(**ctx), **opts)
 
 
 # ---- naive references: loops over groups and rollouts ---------------------------------------------
@@ -100,8 +109,8 @@ def k3(lp, ref):
     return torch.exp(ref - lp) - (ref - lp) - 1
 
 
-def ref_conspo(b, tau=10.0, margin=0.01, alpha=0.3, progress=0.0):
-    m = margin / 2 * (1 - math.cos(math.pi * min(progress / alpha, 1)))
+def ref_conspo(b, tau=10.0, margin=0.01, alpha=0.3, fraction_done=0.0):
+    m = margin / 2 * (1 - math.cos(math.pi * min(fraction_done / alpha, 1)))
     losses = []
     for rs in rollouts(b).values():
         P, N = split(rs)
@@ -256,6 +265,31 @@ def ref_dr_grpo(b, clip_eps=0.2, max_new_tokens=None):
     return losses
 
 
+def ref_pg(b, advantage="normalised", aggregation="token-mean", clip_low=0.2, clip_high=0.2, beta=0.0, eps=1e-4,
+           drop_flat=False, max_new_tokens=None):
+    """(loss, units) of any estimator with any aggregation, group by group."""
+    group_losses, total, tokens = [], 0, 0
+    for rs in rollouts(b).values():
+        r = [o["r"] for o in rs]
+        if drop_flat and len(set(x > 0 for x in r)) == 1:
+            continue
+        if advantage == "normalised":
+            A = [(x - mean(r)) / (statistics.stdev(r) + eps) if statistics.stdev(r) > 0 else 0.0 for x in r]
+        elif advantage == "centred":
+            A = [x - mean(r) for x in r]
+        else:
+            A = [x - (sum(r) - x) / (len(r) - 1) for x in r]
+        per_token = [surrogate(o, a, clip_low, clip_high) + beta * k3(o["lp"], o["ref"]) for o, a in zip(rs, A)]
+        total, tokens = total + sum(t.sum() for t in per_token), tokens + sum(len(t) for t in per_token)
+        if aggregation == "seq-mean":
+            group_losses.append(mean([t.mean() for t in per_token]))
+        elif aggregation == "seq-sum-over-limit":
+            group_losses.append(mean([t.sum() / max_new_tokens for t in per_token]))
+    if aggregation == "token-mean":
+        return total / max(tokens, 1), tokens
+    return (sum(group_losses) / len(group_losses) if group_losses else b.logp.sum() * 0), len(group_losses)
+
+
 def ref_rft(b):
     return [o["lp"].mean() * -1 for rs in rollouts(b).values() for o in rs if o["r"] > 0]
 
@@ -266,6 +300,11 @@ def reference_loss(name, b, opts, ctx):
     if name == "dapo":
         total, tokens = ref_dapo(b, **kw)
         return total / max(tokens, 1), tokens
+    if name == "rloo":
+        clip = kw.pop("clip_eps", 0.2)
+        return ref_pg(b, advantage="leave-one-out", aggregation="seq-mean", clip_low=clip, clip_high=clip, **kw)
+    if name == "pg":
+        return ref_pg(b, **kw)
     if name in ("disco", "disco-b"):
         losses, constraint = (ref_disco if name == "disco" else ref_disco_b)(b, **kw)
         return (sum(losses) / len(losses) + constraint if losses else b.logp.sum() * 0), len(losses)
@@ -276,8 +315,8 @@ def reference_loss(name, b, opts, ctx):
 
 
 CASES = [
-    ("conspo", {}, {"progress": 0.5}),
-    ("conspo", {"tau": 1.0, "margin": 0.3, "alpha": 0.5}, {"progress": 0.2}),
+    ("conspo", {}, {"fraction_done": 0.5}),
+    ("conspo", {"tau": 1.0, "margin": 0.3, "alpha": 0.5}, {"fraction_done": 0.2}),
     ("rence", {}, {}),
     ("rence", {"form": "marginal", "margin": 0.2}, {}),
     ("rence", {"score": "normalized", "beta": 3.0, "margin": 0.1}, {}),
@@ -298,6 +337,11 @@ CASES = [
     ("dapo", {"overlong_cache": 0}, {"max_new_tokens": 9}),
     ("dr-grpo", {}, {"max_new_tokens": 8}),
     ("rft", {}, {}),
+    ("rloo", {}, {}),
+    ("rloo", {"clip_eps": 0.1}, {}),
+    ("pg", {}, {}),
+    ("pg", {"advantage": "leave-one-out", "aggregation": "seq-sum-over-limit", "clip_high": 0.3, "drop_flat": True}, {"max_new_tokens": 9}),
+    ("pg", {"advantage": "centred", "aggregation": "seq-mean", "beta": 0.05, "clip_low": 0.1}, {}),
 ]
 IDS = [f"{n}-{i}" for i, (n, _, _) in enumerate(CASES)]
 
@@ -308,7 +352,7 @@ def test_every_objective_is_covered():
 
 def test_random_batches_exercise_clipping():
     b = make_batch(0)
-    assert 0 < get_objective("grpo")(b)[1]["clip_frac"] < 0.5
+    assert 0 < objective("grpo", b)[1]["clip_frac"] < 0.5
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -402,7 +446,7 @@ def test_objectives_that_drop_flat_groups_get_nothing_from_them(name, opts, ctx)
     assert stats2["units"] == stats["units"] and stats["groups_dropped"] == stats2["groups_dropped"] + 2
 
 
-EVERY_GROUP_A_UNIT = ("grpo", "dr-grpo", "disco", "disco-b")  # zero advantage, or no policy term, when flat
+EVERY_GROUP_A_UNIT = ("grpo", "dr-grpo", "rloo", "pg", "disco", "disco-b")  # zero advantage, or no policy term, when flat
 
 
 @pytest.mark.parametrize(("name", "opts", "ctx"), [c for c in CASES if c[0] not in EVERY_GROUP_A_UNIT])
@@ -420,7 +464,8 @@ def test_no_usable_unit_gives_zero_loss_with_a_grad_path(name, opts, ctx):
 
 @pytest.mark.parametrize(("name", "opts", "ctx"), [
     ("grpo", {}, {}), ("grpo", {"clip_eps": 0.1, "eps": 0.0}, {}), ("dapo", {}, {"max_new_tokens": 7}),
-    ("dapo", {"overlong_cache": 0}, {"max_new_tokens": 9}), ("dr-grpo", {}, {"max_new_tokens": 8}),
+    ("dapo", {"overlong_cache": 0}, {"max_new_tokens": 9}), ("dr-grpo", {}, {"max_new_tokens": 8}), ("rloo", {}, {}),
+    ("pg", {"advantage": "centred", "aggregation": "seq-sum-over-limit"}, {"max_new_tokens": 8}),
 ])
 def test_equal_rewards_give_no_gradient(name, opts, ctx):
     b = make_batch(6)
@@ -443,7 +488,7 @@ def test_conspo_gradient_identities_at_margin_0():
     pos = torch.tensor([1, 1, 1, 0, 0, 0, 0.0])
     logp = s[:, None].clone().requires_grad_()
     b = Batch(logp, s[:, None], torch.ones(7, 1), pos, torch.zeros(7, dtype=torch.long))
-    loss, _ = get_objective("conspo")(b, tau=tau, margin=0.0)
+    loss, _ = objective("conspo", b, tau=tau, margin=0.0)
     dJ = -torch.autograd.grad(loss, logp)[0][:, 0]
     P, N = pos > 0, pos == 0
     e = torch.exp(s / tau)
@@ -459,7 +504,7 @@ def test_conspo_gradient_identities_at_margin_0():
 
 def test_conspo_margin_follows_the_cosine_curriculum():
     b = make_batch(0)
-    margin = {f: get_objective("conspo")(b, margin=1.0, alpha=0.3, progress=f)[1]["margin"] for f in
+    margin = {f: objective("conspo", b, Context(fraction_done=f), margin=1.0, alpha=0.3)[1]["margin"] for f in
               (0.0, 0.15, 0.3, 0.9)}
     assert margin == pytest.approx({0.0: 0.0, 0.15: 0.5, 0.3: 1.0, 0.9: 1.0})
 
@@ -491,7 +536,7 @@ def test_conspo_by_hand():
     # dJ/ds_B = (1 - 1/2)/2 = 0.25 (one token): d loss/d logp[B, 0] = -0.25
     # dJ/ds_C = -((1 - P_A) + 1/2)/2 = -0.384470710685, over 2 tokens: d loss/d logp[C, t] = +0.192235355342
     b = hand_batch([[-1, -1], [-2], [-1, -3]], [[-1, -1], [-2], [-1, -3]], [1, 1, 0])
-    loss, stats = get_objective("conspo")(b, tau=1.0, margin=0.0)
+    loss, stats = objective("conspo", b, tau=1.0, margin=0.0)
     assert loss.item() == pytest.approx(0.503204434039)
     grad = torch.autograd.grad(loss, b.logp)[0]
     want = torch.tensor([[-0.067235355342, -0.067235355342], [-0.25, 0], [0.192235355342, 0.192235355342]])
@@ -509,14 +554,14 @@ def test_rence_by_hand():
     #   marginal: -log((e + 1)/(e + 1 + 1)) = log(4.718281828459/3.718281828459) = 0.238183026414
     #   d(per-positive)/dS_A = -(1 - P_A)/2 = -0.134470710685 on each token of A (a sum, not a mean)
     b = hand_batch([[-1, -1], [-2], [-1]], [[-1.5, -1.5], [-2], [-1]], [1, 1, 0])
-    loss, stats = get_objective("rence")(b)
+    loss, stats = objective("rence", b)
     assert loss.item() == pytest.approx(0.503204434039)
     assert torch.autograd.grad(loss, b.logp)[0][0].tolist() == pytest.approx([-0.134470710685] * 2)
     assert stats["score_pos"] == pytest.approx(0.5) and stats["score_neg"] == 0
-    loss, _ = get_objective("rence")(b, form="marginal")
+    loss, _ = objective("rence", b, form="marginal")
     assert loss.item() == pytest.approx(0.238183026414)
     # margin 1 lowers z_A to 0 and z_B to -1: (log 2 + log(1 + e))/2 = (0.693147180560 + 1.313261687518)/2
-    loss, _ = get_objective("rence")(b, margin=1.0)
+    loss, _ = objective("rence", b, margin=1.0)
     assert loss.item() == pytest.approx(1.003204434039)
 
 
@@ -528,7 +573,7 @@ def test_grpo_by_hand():
     # loss = (-0.848528137424 + 0.707106781187)/2 = -0.070710678119
     # d loss/d logp[neg, t] = -rho * A / L / K = 0.707106781187/2/2 = 0.176776695297; clip_frac = 1/3
     b = hand_batch([[-1.0], [-1, -2]], [[-1 - math.log(1.5)], [-1, -2]], [1, 0])
-    loss, stats = get_objective("grpo")(b, eps=0.0)
+    loss, stats = objective("grpo", b, eps=0.0)
     assert loss.item() == pytest.approx(-0.070710678119)
     grad = torch.autograd.grad(loss, b.logp)[0]
     torch.testing.assert_close(grad, torch.tensor([[0, 0], [0.176776695297] * 2]), rtol=0, atol=1e-11)
@@ -542,7 +587,7 @@ def test_dapo_by_hand():
     # On-policy, so the loss is -sum_k L_k A_k / 8 tokens = -(1 * 7/6 + 3 * 2/3 + 4 * -11/6) / 8 / 1.607275126
     #   = 4.166667 / 8 / 1.607275126 = 0.520833 / 1.607275126 = 0.324047405
     b = hand_batch([[-1.0], [-1.0] * 3, [-1.0] * 4], [[-1.0], [-1.0] * 3, [-1.0] * 4], [1, 1, 0])
-    loss, stats = get_objective("dapo")(b, overlong_cache=2, eps=0.0, max_new_tokens=4)
+    loss, stats = objective("dapo", b, Context(max_new_tokens=4), overlong_cache=2, eps=0.0)
     assert loss.item() == pytest.approx(0.324047405)
     assert stats["units"] == 8
 
@@ -552,8 +597,55 @@ def test_copg_and_online_dpo_by_hand():
     # CoPG: R' = r - u = [0.5, 1.5, -1]; pairs (i<j): 1 + 2.25 + 6.25 = 9.5, over K - 1 = 2 -> 4.75
     # online DPO: hardest positive u = -0.5 against the negative u = 1: -log sigmoid(-1.5) = 1.701413
     b = hand_batch([[-1.0], [-2.0], [-1.0]], [[-1.0], [-2.0], [-1.0]], [1, 1, 0], ref=[[-1.5], [-1.5], [-2.0]])
-    assert get_objective("copg")(b, beta=1.0)[0].item() == pytest.approx(4.75)
-    assert get_objective("online-dpo")(b, beta=1.0)[0].item() == pytest.approx(1.701413, abs=1e-6)
+    assert objective("copg", b, beta=1.0)[0].item() == pytest.approx(4.75)
+    assert objective("online-dpo", b, beta=1.0)[0].item() == pytest.approx(1.701413, abs=1e-6)
+
+
+def test_rloo_by_hand():
+    # rewards [1, 0, 0]: each baseline is the mean of the other two: 0, 0.5, 0.5 -> A = [1, -0.5, -0.5].
+    # On-policy (rho = 1), per-token loss -A; each sequence's token mean is -A_k, their mean over the group
+    # -(1 - 0.5 - 0.5)/3 = 0. d loss/d logp[k, t] = -A_k / L_k / K: row 0 (1 token) -1/3, row 1 (2 tokens)
+    # 0.5/2/3 = 1/12 each, row 2 (1 token) 0.5/3 = 1/6.
+    b = hand_batch([[-1.0], [-1.0, -2.0], [-3.0]], [[-1.0], [-1.0, -2.0], [-3.0]], [1, 0, 0])
+    loss, stats = objective("rloo", b)
+    assert loss.item() == pytest.approx(0.0, abs=1e-15) and stats["units"] == 1 and stats["groups_flat"] == 0
+    want = torch.tensor([[-1 / 3, 0], [1 / 12, 1 / 12], [1 / 6, 0]])
+    torch.testing.assert_close(torch.autograd.grad(loss, b.logp)[0], want, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize(("preset", "opts", "ctx", "composed"), [
+    ("grpo", {"clip_eps": 0.1, "beta": 0.04, "eps": 1e-3}, {},
+     {"advantage": "normalised", "aggregation": "seq-mean", "clip_low": 0.1, "clip_high": 0.1, "beta": 0.04, "eps": 1e-3}),
+    ("dr-grpo", {}, {"max_new_tokens": 8}, {"advantage": "centred", "aggregation": "seq-sum-over-limit"}),
+    ("rloo", {"clip_eps": 0.3}, {}, {"advantage": "leave-one-out", "aggregation": "seq-mean", "clip_low": 0.3, "clip_high": 0.3}),
+])
+def test_a_preset_is_its_composition_by_name(preset, opts, ctx, composed):
+    b = make_batch(0)
+    loss, stats = run(preset, b, opts, ctx)
+    loss2, stats2 = run("pg", b, composed, ctx)
+    assert loss.item() == loss2.item() and stats == stats2
+    assert torch.equal(torch.autograd.grad(loss, b.logp)[0], torch.autograd.grad(loss2, b.logp)[0])
+
+
+def test_clip_fractions_are_split_by_side():
+    # One group, rewards [1, 0]: A = +-0.707 (eps 0). Positive: ratios 1.25 and 1.1; negative: 0.75 and 0.9.
+    # GRPO (0.8, 1.2) clips 1.25 (high side) and 0.75 (low side): 1/4 each. DAPO's (0.8, 1.28) leaves 1.25 alone.
+    lr = [math.log(x) for x in (1.25, 1.1, 0.75, 0.9)]
+    b = hand_batch([lr[:2], lr[2:]], [[0.0, 0.0], [0.0, 0.0]], [1, 0])
+    _, grpo = objective("grpo", b, eps=0.0)
+    assert (grpo["clip_frac_low"], grpo["clip_frac_high"], grpo["clip_frac"]) == pytest.approx((0.25, 0.25, 0.5))
+    _, dapo = objective("dapo", b, Context(max_new_tokens=4), overlong_cache=0, eps=0.0)
+    assert (dapo["clip_frac_low"], dapo["clip_frac_high"], dapo["clip_frac"]) == pytest.approx((0.25, 0.0, 0.25))
+
+
+@pytest.mark.parametrize(("name", "opts", "ctx"), CASES, ids=IDS)
+def test_a_statistic_is_a_count_of_groups_or_a_mean_by_type(name, opts, ctx):
+    b = make_batch(0)
+    if name.startswith("disco"):
+        ctx = {**ctx, "step": step_of(b)}
+    out = get_objective(name)(b, Context(**ctx), **opts)
+    assert set(out.counts) <= {"groups_dropped", "groups_flat"} and "units" not in out.means
+    assert all(isinstance(v, float) and math.isfinite(v) for v in (*out.means.values(), *out.counts.values(), out.units))
 
 
 # ---- options and errors -------------------------------------------------------------------------
@@ -570,8 +662,7 @@ def test_documented_defaults():
 def test_disco_tau_follows_the_score():
     b = make_batch(7)
     for score, tau in (("loglik", 10.0), ("ratio", 1.0)):
-        fn = get_objective("disco")
-        assert fn(b, score=score)[0].item() == pytest.approx(fn(b, score=score, tau=tau)[0].item())
+        assert objective("disco", b, score=score)[0].item() == pytest.approx(objective("disco", b, score=score, tau=tau)[0].item())
 
 
 @pytest.mark.parametrize(("name", "given", "words"), [
@@ -593,7 +684,7 @@ def test_options_are_typed_from_the_signature():
 
 def test_dapo_cache_must_leave_room_below_the_limit():
     with pytest.raises(CrlError, match="overlong_cache"):
-        get_objective("dapo")(make_batch(0), overlong_cache=8, max_new_tokens=8)
+        get_objective("dapo")(make_batch(0), Context(max_new_tokens=8), overlong_cache=8)
 
 
 def test_reference_objectives_never_fall_back_to_the_behaviour_policy():
@@ -614,15 +705,15 @@ def test_disco_constraint_is_over_the_whole_step_not_the_micro_batch():
     step = step_of(b)
     rows = torch.isin(b.group, torch.tensor([1]))  # one micro-batch alone
     mb = Batch(b.logp[rows], b.old_logp[rows], b.mask[rows], b.reward[rows], torch.zeros(int(rows.sum()), dtype=torch.long), b.ref_logp[rows])
-    _, with_step = get_objective("disco")(mb, step=step, delta=0.0)
-    _, alone = get_objective("disco")(mb, delta=0.0)
+    _, with_step = objective("disco", mb, Context(step=step), delta=0.0)
+    _, alone = objective("disco", mb, delta=0.0)
     assert with_step["kl"] == pytest.approx(step.kl) and alone["kl"] != pytest.approx(step.kl)
 
 
 def test_conspo_inverse_temperature_concentrates_on_the_hardest_negative():
     b = make_batch(0)
-    _, divided = get_objective("conspo")(b, tau=10.0)
-    _, inverse = get_objective("conspo")(b, tau=10.0, inverse=True)
+    _, divided = objective("conspo", b, tau=10.0)
+    _, inverse = objective("conspo", b, tau=10.0, inverse=True)
     assert inverse["hardest_neg_weight"] > divided["hardest_neg_weight"] + 0.1
 
 
@@ -630,7 +721,7 @@ def test_a_second_registration_of_a_name_is_refused():
     from crl.objectives import register
 
     with pytest.raises(ValueError, match="registered twice"):
-        register("grpo")(lambda b: (b.logp.sum(), {}))
+        register("grpo")(lambda b, ctx: None)
 
 
 def test_the_listing_names_every_objective_and_marks_the_default_once(cli):
@@ -639,3 +730,57 @@ def test_the_listing_names_every_objective_and_marks_the_default_once(cli):
     code, out, _ = cli("train", "--list-objectives")
     assert code == 0 and out.count("(default)") == 1 and f"{Train.objective} (default)" in out
     assert all(name in out for name in OBJECTIVES)
+
+
+# ---- the numbers of the release before objectives were composed, pinned --------------------------------
+# tests/objective_values.json holds, for every case above on fixed batches (several groups, ragged lengths,
+# flat groups, with and without reference log-probs), the loss, every statistic and a digest of the gradient
+# as f148ed5 computed them (float64). A refactoring of the objectives must leave each of them where it was.
+
+PINNED = Path(__file__).with_name("objective_values.json")
+BATCHES = {  # name: (seed, kinds, with reference log-probs)
+    "mixed": (0, KINDS, True),
+    "mixed-no-reference": (1, KINDS, False),
+    "flat-only": (5, ("pos", "neg", "pos"), True),
+    "one-group": (9, ("mixed",), True),
+}
+
+
+RELEASED = ("conspo", "rence", "disco", "disco-b", "copg", "online-dpo", "grpo", "dapo", "dr-grpo", "rft")
+
+
+def pinned_cases():
+    for (name, opts, ctx), case in zip(CASES, IDS):
+        for batch, (seed, kinds, ref) in BATCHES.items() if name in RELEASED else ():
+            if not ref and needs_reference(name, opts):
+                continue
+            yield f"{case}/{batch}", name, opts, ctx, (seed, kinds, ref)
+            if name.startswith("disco"):
+                yield f"{case}/{batch}/step", name, opts, ctx, (seed, kinds, ref)
+
+
+def measure(key: str, name: str, opts: dict, ctx: dict, batch: tuple) -> dict:
+    """Loss, statistics and a digest of d loss / d logp: its sum, its square sum, and its projections on two
+    fixed random directions (any change to any element shows in them)."""
+    seed, kinds, ref = batch
+    b = make_batch(seed, kinds=kinds, ref=ref)
+    if key.endswith("/step"):
+        ctx = {**ctx, "step": step_of(b)}
+    loss, stats = run(name, b, opts, ctx)
+    (grad,) = torch.autograd.grad(loss, b.logp)
+    directions = torch.randn((2, *grad.shape), generator=torch.Generator().manual_seed(100))
+    digest = [grad.sum(), (grad * grad).sum(), *(grad * directions).sum((1, 2))]
+    return {"loss": loss.item(), "stats": stats, "grad": [float(x) for x in digest]}
+
+
+@pytest.mark.parametrize(("key", "name", "opts", "ctx", "batch"), list(pinned_cases()), ids=[c[0] for c in pinned_cases()])
+def test_loss_statistics_and_gradient_are_those_pinned(key, name, opts, ctx, batch):
+    want = json.loads(PINNED.read_text())[key]
+    got = measure(key, name, opts, ctx, batch)
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-12, abs=1e-15)
+    assert got["grad"] == pytest.approx(want["grad"], rel=1e-12, abs=1e-15)
+    assert {k: got["stats"][k] for k in want["stats"]} == pytest.approx(want["stats"], rel=1e-12, abs=1e-15)
+
+
+def test_every_pinned_case_is_measured():
+    assert sorted(json.loads(PINNED.read_text())) == sorted(c[0] for c in pinned_cases())

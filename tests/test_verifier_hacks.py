@@ -1,4 +1,4 @@
-"""The reward hacks of issue 14, one row each: what the verifier must answer for each of them."""
+"""Known reward hacks of a math verifier, one row each: what the verifier must answer for each of them."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ ROWS = [
 
 
 @pytest.mark.parametrize("completion,gold,reward,status", ROWS, ids=[f"row{i}" for i in range(len(ROWS))])
-def test_issue_14_rows(completion, gold, reward, status):
+def test_each_reward_hack_gets_the_reward_and_status_of_its_row(completion, gold, reward, status):
     v = get_verifier("math")(completion, gold)
     assert (v.reward, v.status) == (reward, status), v
 

@@ -8,7 +8,8 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crl.verifiers import STATUSES, Verdict, get_verifier, verify_many
+from crl.data.schemas import STATUSES
+from crl.verifiers import Verdict, get_verifier, verify_many
 
 LIMIT = 2.0  # seconds per item in these tests
 
@@ -40,13 +41,29 @@ def test_verifiers_never_raise_and_stay_fast(completion, answer, name):
     assert _valid(v)
 
 
+MARKERS = ("\\boxed", "\\fbox", "answer", "Answer", "####", "think>", "$", "\\(", "\\)", "\\[", "\\]", "\x00")
+# Expressions without the marks that say where an answer is, and without a lone brace or backslash that would
+# close the box early: a box around one holds exactly it.
+expressions = st.lists(st.sampled_from([f for f in FRAGMENTS if not any(m in f for m in MARKERS) and f not in ("{", "}", "\\", "\\\\")]),
+                       max_size=40).map("".join)
+
+
 @settings(max_examples=400, deadline=None)
-@given(answer=adversarial)
-def test_boxed_adversarial_answers_against_themselves(answer):
+@given(answer=expressions)
+def test_a_boxed_expression_against_itself_is_right_whenever_it_is_read(answer):
     start = time.perf_counter()
     v = get_verifier("math")(f"\\boxed{{{answer}}}", answer)
     assert time.perf_counter() - start < LIMIT
     assert _valid(v)
+    assert v.status != "ok" or v.reward == 1.0, v
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(-10**9, 10**9), d=st.integers(1, 10**4))
+def test_a_boxed_number_or_fraction_against_itself_is_read_and_right(n, d):
+    for answer in (str(n), f"\\frac{{{n}}}{{{d}}}", f"{n}/{d}"):
+        v = get_verifier("math")(f"The answer is \\boxed{{{answer}}}.", answer)
+        assert (v.status, v.reward) == ("ok", 1.0), (answer, v)
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -23,7 +23,7 @@ def _cases() -> list[dict]:
     return [json.loads(line) for line in CASES.read_text().splitlines() if line.strip()]
 
 
-def test_case_file_covers_the_issue():
+def test_case_file_has_300_cases_and_both_verdicts_in_every_topic():
     cases = _cases()
     assert len(cases) >= 300
     topics: dict[str, set[bool]] = {}

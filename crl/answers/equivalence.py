@@ -4,8 +4,11 @@ Scalars compare as exact fractions when both are plain numbers, else by value (`
 was written, never through floats). A gold written as a decimal with at least 3 significant digits is taken as
 rounded at its last place: a more precise prediction (an exact value, or more decimals) within half a unit of that
 place matches (gold 33.3, prediction 100/3; gold 7.78, prediction 70/9; gold 16386.17, prediction 16386.169; not
-gold 2.7 against e, nor gold 0.5 against 0.54: too few digits to tell a rounding from an exact value). Percent:
-"50%" equals 50 and also 0.5 (the sign on one side only).
+gold 2.7 against e, nor gold 0.5 against 0.54: too few digits to tell a rounding from an exact value). A prediction
+written as a decimal matches a gold of another value only when it is that value rounded to the prediction's own
+number of places, and within the relative tolerance (3.14159 equals pi; 13.0000001 is not 13, 0.5000001 not 0.5;
+3.1416 is not pi, 0.0287 not 448/15625: too few digits to be more than an approximation). Percent: "50%" equals
+50 and also 0.5 (the sign on one side only).
 Structure rules:
 - tuples, points, vectors "(a, b)": ordered, same length; two-element brackets are intervals when compared with a
   set, and "(1, 2]" differs from "[1, 2)"; sets of reals (relations, unions, intervals to infinity) compare as sets;
@@ -19,6 +22,8 @@ Structure rules:
   or when they assign the same name equal values;
 - matrices elementwise; a one-row or one-column matrix also equals the tuple of its entries;
 - ratios and times "7:32" part by part; `a \\approx b` alternatives: either may match;
+- a gold numeral with a base subscript ("2516_8") also matches its bare digits: the question names the base (a
+  prediction's own subscript is kept: "1011_2" is not the gold 1011);
 - anything else (words, names, letters) compares as case-insensitive text without spaces.
 """
 
@@ -40,6 +45,7 @@ from crl.answers.structure import parse_node
 _RTOL = Fraction(int(RTOL.p), int(RTOL.q))
 _DECIMAL_COMMA = re.compile(r"^(-?\d+),(\d+)$")
 _PLAIN_DECIMAL = re.compile(r"^-?(\d*)\.(\d+)$")
+_BASE_NUMERAL = re.compile(r"^([0-9A-Za-z]{1,64})_\{?(\d{1,2})\}?$")
 SCALAR = ("num", "expr")
 
 
@@ -77,16 +83,40 @@ def _rounds_to_gold(p: Node, g: Node) -> bool:
     return bool(abs(value - _as_expr(g)) < sp.Rational(1, 2 * 10**k))
 
 
+def _places(n: Node) -> int | None:
+    """Decimal places of a number written as a plain decimal ("13.0000001": 7), else None."""
+    m = _PLAIN_DECIMAL.match(n.text.strip().rstrip("%")) if n.kind == "num" and n.approx else None
+    return None if m is None else len(m.group(2))
+
+
+def _is_rounding(p: Node, g: Node) -> bool:
+    """Whether a decimal prediction is the gold's value rounded to the prediction's own number of places."""
+    k = _places(p)
+    if k is None:
+        return True  # not a plain decimal (scientific notation): the tolerance alone decides
+    value = _as_expr(g) if g.kind == "num" else value_at(g.value, 0)
+    if value is None or not value.is_real:
+        return False
+    scale = 100 if (p.pct and not g.pct) else (sp.Rational(1, 100) if (g.pct and not p.pct) else 1)
+    return bool(abs(_as_expr(p) - value * scale) <= sp.Rational(1, 2 * 10**k))
+
+
 def _scalars_equal(p: Node, g: Node) -> bool:
     approx = p.approx or g.approx
     if p.kind == "num" and g.kind == "num":
-        return numbers_equal(p.value, g.value, approx, p.pct, g.pct) or _rounds_to_gold(p, g)
+        if p.value == g.value and p.pct == g.pct:
+            return True
+        if _rounds_to_gold(p, g):
+            return True
+        close = numbers_equal(p.value, g.value, approx, p.pct, g.pct)
+        return close and (not p.approx or _is_rounding(p, g))
     e1, e2 = _as_expr(p), _as_expr(g)
-    if scalars_equal(e1, e2, approx) or _rounds_to_gold(p, g):
+    if _rounds_to_gold(p, g):
         return True
-    if p.pct != g.pct:
-        return scalars_equal(e1 / 100, e2, approx) if p.pct else scalars_equal(e1, e2 / 100, approx)
-    return False
+    close = scalars_equal(e1, e2, approx)
+    if not close and p.pct != g.pct:
+        close = scalars_equal(e1 / 100, e2, approx) if p.pct else scalars_equal(e1, e2 / 100, approx)
+    return close and (not p.approx or p.kind != "num" or _is_rounding(p, g))
 
 
 def _ordered(ps: list[Node], gs: list[Node]) -> bool:
@@ -215,10 +245,16 @@ def relations_equal(p: Node, g: Node) -> bool:
     return False
 
 
+def _gold_base_digits(pred: str, gold: str) -> bool:
+    """A gold numeral with a base subscript ("2516_8") and a prediction of its bare digits ("2516")."""
+    m = _BASE_NUMERAL.match(gold)
+    return bool(m) and m.group(1) == pred and all(int(c, 36) < int(m.group(2)) for c in pred) and 2 <= int(m.group(2)) <= 36
+
+
 @lru_cache(maxsize=1 << 16)
 def equivalent(pred: str, gold: str) -> bool:
     """Whether two normalised answers are equal; raises Refused when the prediction is oversized."""
-    if pred == gold:
+    if pred == gold or _gold_base_digits(pred, gold):
         return True
     try:
         g = parse_node(gold)

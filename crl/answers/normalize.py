@@ -2,12 +2,14 @@
 
 Removes presentation only: math delimiters, `\\left`/`\\right` and sizing, `\\dfrac`/`\\tfrac` (to `\\frac`),
 `\\frac12` (to `\\frac{1}{2}`), `\\text{}`/`\\mathrm{}`/`\\mathcal{}`... wrappers, units after a number, degrees
-(`^\\circ`), currency signs, thousands separators (`1,000`, `11,\\!111`, `14{,}916`, `1 000`), spacing commands,
-trailing punctuation, number words ("twelve", "forty-two" as a whole answer), "infinity", and a "j" imaginary unit
-("3+2j"). A percent sign (or the words "percent", "pct") becomes a final "%" so that the comparison
+(`^\\circ`, which never takes a brace of an enclosing `\\frac` with it), currency signs, thousands separators
+(`1,000`, `11,\\!111`, `14{,}916`, `1 000`), spacing commands, trailing punctuation, a trailing parenthetical in
+words ("\\frac{3}{2} (about 1.5)"), number words ("twelve", "forty-two" as a whole answer), "infinity", and a "j"
+imaginary unit ("3+2j"). A percent sign (or the words "percent", "pct") becomes a final "%" so that the comparison
 can apply its percent policy; a plain-text mixed number "3 1/2" becomes 7/2; leading zeros are left to the number
 parser ("025" reads as 25). A "0," prefix is never a thousands group ("0,111" stays, for the decimal-comma rule in
-`equivalence.py`). Results are cached: gold answers repeat K times per prompt.
+`equivalence.py`). A subscript written after a power ("v^2_0") moves before it ("v_0^2"). Results are cached: gold
+answers repeat K times per prompt.
 
 Every pattern here is linear in its input (no nested or overlapping quantifiers) and the input is bounded by
 `MAX_INPUT` characters; longer answers are returned unchanged and refused by the parser.
@@ -36,7 +38,7 @@ _DROP = re.compile(
     r"\\scriptstyle|\\limits|\\hspace\*?\{[^{}]*\}|\\vspace\*?\{[^{}]*\}|\\phantom\{[^{}]*\}|\\(?:rm|bf|it)(?![a-zA-Z])"
 )
 _SPACES = re.compile(r"(?<!\\)\\[,;:> ]|\\quad(?![a-zA-Z])|\\qquad(?![a-zA-Z])|~|\\enspace|\\thinspace")
-_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\^\s*\{\s*\}|\\circ(?![a-zA-Z])|\\degree|\^\s*\\text\{o\}")
+_DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\^\s*\{\s*\}|\\circ(?![a-zA-Z])|\\degree|\^\s*\\text\{o\}")
 _FRAC_SHORT = re.compile(r"\\(?:[dtc]?frac)\s*(\d|[a-zA-Z])\s*(\d|[a-zA-Z])")
 _FRAC_HALF1 = re.compile(r"\\(?:[dtc]?frac)\s*(\d|[a-zA-Z])\s*\{")
 _FRAC_HALF2 = re.compile(r"\\(?:[dtc]?frac)\s*(\{[^{}]*\})\s*(\d|[a-zA-Z])")
@@ -58,6 +60,10 @@ _ARTICLES = re.compile(r"\b(?:the|a|an)\b")
 _KEY_DROP = re.compile(r"[\s{}\\]")
 _REPEATING = re.compile(r"(?<![\d.])(-?)(\d*)\.(\d*)\\overline\{(\d+)\}")
 _SUB_BRACED = re.compile(r"_\{(\w)\}")
+_POWER_THEN_SUB = re.compile(r"(?<![\\A-Za-z])([A-Za-z])\^(\{[^{}]{1,12}\}|\w)_(\{[^{}]{1,12}\}|\w)")
+_REMARK = re.compile(r"\s\(([^()]{0,80})\)$")
+_REMARK_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
+_MATH_WORDS = frozenset("sin cos tan sec csc cot log exp sqrt arcsin arccos arctan sinh cosh tanh mod gcd lcm pi".split())
 _TRAILING_WORDS = re.compile(r"^([-+]?[\d.,/]+)\s+[a-zA-Z][a-zA-Z ]*\.?$")
 
 UNITS = frozenset((
@@ -115,6 +121,15 @@ def _is_unit(token: str, head: str) -> bool:
     if word in _ONE_LETTER:
         return bool(_PLAIN_NUMBER.fullmatch(head))
     return word in UNITS and bool(head) and head[-1] in "0123456789}).abcdefghijklmnopqrstuvwxyz"
+
+
+def _drop_remark(s: str) -> str:
+    """Drop a trailing parenthetical in words after the value ("\\frac{3}{2} (about 1.5)"), not an argument or a tuple."""
+    m = _REMARK.search(s) if s.endswith(")") else None
+    if m is None or not s[: m.start()].strip():
+        return s
+    words = [w.lower() for w in _REMARK_WORD.findall(m.group(1))]
+    return s[: m.start()].rstrip() if words and not all(w in _MATH_WORDS for w in words) else s
 
 
 def strip_units(s: str) -> str:
@@ -182,6 +197,8 @@ def normalize(answer: str) -> str:
     s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
     if "\\overline" in s:
         s = _REPEATING.sub(_repeating, s)
+    if "_" in s and "^" in s:  # v^2_0 is v_0^2
+        s = _POWER_THEN_SUB.sub(r"\1_\3^\2", s)
     if "_{" in s:
         s = _SUB_BRACED.sub(r"_\1", s)
     s = " ".join(s.replace("**", " ").split())
@@ -189,6 +206,7 @@ def normalize(answer: str) -> str:
     s = s.lstrip("=:").strip() if s[:1] in "=:" else s
     s = _PERCENT_WORD.sub("%", s)
     s = strip_units(s).strip()
+    s = _drop_remark(s)
     m = _TRAILING_WORDS.match(s)
     if m:
         s = m.group(1)

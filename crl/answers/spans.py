@@ -1,14 +1,17 @@
 """Scanners that find answer-bearing spans in a completion, each with its position and whether it is complete.
 
 Three kinds, all found in one linear pass each (no regular expression here can backtrack on model text):
-- boxes: `\\boxed{...}`, `\\fbox{...}`, `\\framebox{...}` (nested braces) and `\\boxed 5`; a box whose brace never
-  closes is kept as a cut-off span (content None), so that it, and not an earlier box, is the final one;
-- cue phrases: "final answer is", "the answer is", "Final Answer:" or "Answer:" opening a line, "####", each with
-  the sentence or math span after it ("we may check our answer: ..." is not a cue);
+- boxes: `\\boxed{...}`, `\\fbox{...}`, `\\framebox{...}` (nested braces) and `\\boxed 5`, and the box tokens other model
+  families write (`<|begin_of_box|>...<|end_of_box|>`, `<answer>...</answer>`); a box that never closes is kept as a
+  cut-off span (content None), so that it, and not an earlier box, is the final one;
+- cue phrases: "final answer is", "the answer is", and an answer cue opening a line, with or without a colon, also
+  as a heading on a line of its own ("Answer:", "Final Answer:", "A:", "# Answer", "**Final Answer**", "####"), each
+  with the sentence or math span after it (on the next lines for a heading); "we may check our answer: ..." is not a cue;
 - fallback spans: closed math spans (`$..$`, `$$..$$`, `\\(..\\)`, `\\[..\\]`) and standalone numbers.
 A standalone number is a whole token: not digits inside a word (`crl_pwned2`), an exponent or a subscript; a number
 inside a closed bracket group on its line stands for the whole group (a tuple or interval); a number that is part
-of an inequality or a matrix row stands for nothing.
+of an inequality or a matrix row stands for nothing; a number inside plain-text arithmetic stands for the whole
+expression ("12*pi", "sqrt(2)/2", "3 + 2√2", "80 × 5"), so that plain-text math is read as written.
 """
 
 from __future__ import annotations
@@ -19,10 +22,16 @@ from dataclasses import dataclass
 from crl.answers.normalize import UNITS
 
 MAX_SPAN = 2000  # characters read after a cue phrase; longer answers are refused downstream anyway
+MAX_RUN = 16  # operations read around a number in plain-text arithmetic
+MAX_ARGUMENT_DEPTH = 4  # nested LaTeX arguments climbed to find the bracket group around a number
 
 BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![a-zA-Z])")
+BOX_TOKENS = (("<|begin_of_box|>", "<|end_of_box|>"), ("<answer>", "</answer>"))  # GLM's box tokens; answer tags
 CUE_RE = re.compile(
-    r"final answer is|\banswer is|final answer\s?\**\s?:|(?:^|\n)[ \t*#>-]{0,8}answer\s?\**\s?:|####", re.IGNORECASE
+    r"final answer is|\banswer is|final answer\s?\**\s?:|(?:^|\n)[ \t*#>-]{0,8}answer\s?\**\s?:"
+    r"|(?:^|\n)[ \t]{0,4}(?:#{1,6}[ \t]{0,4}|\*\*)?(?:final answer|answer)(?:\*\*)?[ \t]{0,4}(?=\n)"
+    r"|(?:^|\n)(?-i:A):[ \t]|####",
+    re.IGNORECASE,
 )
 _MATH_DELIM = re.compile(r"(?<!\\)(?:\$\$|\$)|\\\(|\\\)|\\\[|\\\]")
 _CLOSERS = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
@@ -30,6 +39,10 @@ NUMBER_RE = re.compile(
     r"(?<![\w.^_\\])-?(?:\\[dt]?frac\{-?\d+\}\{\d+\}|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?: \d{3})+(?!\d|[.,]\d)"
     r"|\d+,\d+|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?![\d_^]|\.\d|,\d)"
 )
+_OPERAND = r"(?:\d+(?:\.\d+)?(?:\s?[\u03c0\u221a]\s?\d*)?(?![\d.])|\u03c0|pi\b|\u221a\s?\d+|sqrt\(\d+\))"
+_OPERATOR = r"\s?[*/^\u00d7\u00f7\u00b7+\u2212-]\s?"
+_RUN_RIGHT = re.compile(_OPERATOR + _OPERAND + r"|\s?(?:\u03c0|pi\b)")  # one more operation, or a glued pi
+_RUN_LEFT = re.compile(r"(?<![\w.])" + _OPERAND + _OPERATOR + r"$|(?<![\w.])(?:\d+(?:\.\d+)?\s?)?\u221a\s?$|sqrt\($")
 _RELATION = r"(?:<|>|\\le|\\ge|\\lt|\\gt|\\neq|\\ne|\u2264|\u2265|&|\\\\)"
 _RELATION_BEFORE = re.compile(_RELATION + r"[ {]*$")
 _RELATION_AFTER = re.compile(r"(?<![ }])[ }]*" + _RELATION)
@@ -51,7 +64,7 @@ class Span:
     start: int
     end: int
     content: str | None
-    kind: str  # "box" | "cue" | "math" | "number"
+    kind: str  # "box" | "tag" (a token box) | "cue" | "math" | "number"
     closed: bool = True  # False when the text ends inside or right at the end of the span (it may be cut off)
 
 
@@ -75,7 +88,18 @@ def closing_brace(text: str, start: int) -> int | None:
 
 
 def boxes(text: str) -> list[Span]:
-    """The top-level boxes in order; a final box that never closes is a Span with content None."""
+    """The top-level boxes of every kind in order; a final box that never closes is a Span with content None."""
+    found = _latex_boxes(text) + _token_boxes(text)
+    found.sort(key=lambda sp: sp.start)
+    out: list[Span] = []
+    for sp in found:
+        if not out or sp.start >= out[-1].end:  # not inside the previous box
+            out.append(sp)
+    return out
+
+
+def _latex_boxes(text: str) -> list[Span]:
+    """`\\boxed{...}`, `\\fbox{...}`, `\\framebox{...}` and `\\boxed 5`, top level, in order."""
     out: list[Span] = []
     pos = 0
     for m in BOX_RE.finditer(text):
@@ -100,6 +124,21 @@ def boxes(text: str) -> list[Span]:
                 j += 1
             out.append(Span(m.start(), j, text[i:j].rstrip("."), "box", closed=j < len(text)))
             pos = j
+    return out
+
+
+def _token_boxes(text: str) -> list[Span]:
+    """Boxes written with opening and closing tokens (`BOX_TOKENS`), kind "tag": their content may be a sentence."""
+    out: list[Span] = []
+    for left, right in BOX_TOKENS:
+        pos = text.find(left)
+        while pos >= 0:
+            close = text.find(right, pos + len(left))
+            if close < 0:
+                out.append(Span(pos, len(text), None, "tag", closed=False))
+                break
+            out.append(Span(pos, close + len(right), text[pos + len(left) : close], "tag"))
+            pos = text.find(left, close + len(right))
     return out
 
 
@@ -171,12 +210,35 @@ def last_number_span(text: str) -> Span | None:
     if _RELATION_BEFORE.search(before) or (_RELATION_AFTER.match(after) and not after.lstrip().startswith("<|")):
         return None
     group = _bracket_group(line, at)
+    for _ in range(MAX_ARGUMENT_DEPTH):  # a LaTeX argument ("\\frac{\\pi}{2}"): the group around the command counts
+        if group is None or line[group[0]] != "{":
+            break
+        group = _bracket_group(line, group[0])
     if group is not None and line[group[0]] in "([" and "," in line[group[0] : group[1]]:
         s, e = group
         return Span(line_start + s, line_start + e, line[s:e], "number")
     if group is not None and line[group[0]] in "([" and line[group[0] - 1 : group[0]].isalpha():
         return None  # an argument, as in f(3)
-    return Span(last.start(), last.end(), last.group(0), "number", closed=bool(text[last.end() :].strip()))
+    start, end = plain_run(text, last.start(), last.end())
+    return Span(start, end, text[start:end], "number", closed=bool(text[end:].strip()))
+
+
+def plain_run(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen the number at text[start:end] to the plain-text arithmetic around it ("12*pi", "sqrt(2)/2", "3 + 2√2"),
+    one operation at a time (at most `MAX_RUN`), each step a bounded match."""
+    for _ in range(MAX_RUN):
+        m = _RUN_RIGHT.match(text, end)
+        if m is None:
+            break
+        end = m.end()
+    if text[end : end + 1] == ")" and text[max(0, start - 5) : start] == "sqrt(":
+        end += 1
+    for _ in range(MAX_RUN):
+        m = _RUN_LEFT.search(text, max(0, start - 40), start)
+        if m is None:
+            break
+        start = m.start()
+    return start, end
 
 
 def only_joins(gap: str) -> bool:
@@ -205,7 +267,7 @@ def joined_boxes(text: str, found: list[Span]) -> Span | None:
     contents = [b.content.strip() for b in found[k:] if b.content is not None and b.content.strip()]
     if not contents:
         return None
-    return Span(found[k].start, found[-1].end, ", ".join(contents), "box")
+    return Span(found[k].start, found[-1].end, ", ".join(contents), found[-1].kind if k == len(found) - 1 else "box")
 
 
 def _closer(text: str, right: str, start: int) -> int:
@@ -220,6 +282,8 @@ def sentence_after(text: str, start: int) -> tuple[str, bool]:
     """The sentence (or display math) right after a cue phrase, and whether a terminator closes it."""
     rest = text[start : start + MAX_SPAN]
     lead = len(rest) - len(rest.lstrip(" *:\t\"'\u201c"))
+    if rest[lead : lead + 1] == "\n":  # a cue on a line of its own (a heading): the answer is on the next lines
+        lead = len(rest) - len(rest.lstrip(" *:\t\n\"'\u201c"))
     rest = rest[lead:]
     for left, right in (("$$", "$$"), ("\\[", "\\]"), ("$", "$"), ("\\(", "\\)")):
         if rest.startswith(left):

@@ -7,18 +7,23 @@ Reading rules, from the loosest binding to the tightest:
 - `a \\approx b`: the exact part a is the answer; b is kept as an alternative only when it is a rounding of a at its
   written precision (so "3/7 \\approx 0.43" equals 3/7 and 0.43, "1/3 \\approx 11" only 1/3);
 - "=" chains: "1+2=3", "x = 5+5+1 = 11" and a computation the parser cannot read followed by "= number" read as
-  their last side; "NAME = value" is an assignment whose value is
-  the answer, where NAME is a label (a letter with subscripts or primes, a run of capitals as in "AB", "f(x)",
-  "|AB|", a fraction or ratio of labels, a tuple of labels "(p,q)"); anything else is an equation;
+  their last side; "NAME = value" is an assignment whose value is the answer, where NAME is a label (a letter
+  with subscripts or primes, a run of capitals as in "AB", a Greek letter and a letter as in "\\Delta p", a
+  subscript command as in "I_{\\max}", a function of up to four variables "f(x)", "f(x,y)", "|AB|", a fraction or
+  ratio of labels, a tuple of labels "(p,q)"); anything else is an equation;
 - relations ("x > 3", "-x > -1", "1 \\le |z| \\le 3/2") and `\\in`, unions, `\\mathbb R`: sets (see `relations.py`);
 - "a:b" ratios and times (parts compared in order); `\\pm` (the list of both signs); `\\{...\\}` sets; brackets:
   tuples and intervals; matrices; a plain `{...}` group is only grouping;
 - everything else is one expression (`latex.py`), or text when it is not math.
 
-Arithmetic left undone: `undone_arithmetic` tells a sum, product or power of number literals ("9+4", "3 \\times 5",
-"2^{3}") from a number written in one of its usual forms (a fraction, a mixed number, scientific notation). Against a
-gold that is a number, the math verifier does not credit it: a final answer does the arithmetic, and a policy
-trained on arithmetic otherwise learns to box the question ("\\boxed{9+4}" for 13).
+Arithmetic left undone, one rule for every operator: `undone_arithmetic` tells any expression of number literals
+alone (a sum, product, quotient, power, root or factorial: "9+4", "3 \\times 5", "\\frac{26}{2}", "2^{3}",
+"\\sqrt{25}", "5!") whose value is a rational number from a number written in one of its usual forms: an integer,
+a decimal, a fraction in lowest terms, a mixed number, a percentage, scientific notation ("2.5 \\times 10^{3}",
+"10^{6}"); an exact irrational ("2\\sqrt{2}", "\\sqrt{17}") has no plainer form and is not undone. Against a gold that is a
+plain number, the math verifier does not credit it: a final answer does the arithmetic, and a policy trained on
+arithmetic otherwise learns to box the question ("\\boxed{9+4}" for 13). An "=" chain that ends in the number
+("80 + 5 = 85") has done it.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 from functools import lru_cache
+from math import gcd
 
 import sympy as sp
 
 from crl.answers.latex import parse_math
-from crl.answers.latex_tokens import MAX_CHARS, NotMath, Refused
+from crl.answers.latex_tokens import GREEK, MAX_CHARS, NotMath, Refused
 from crl.answers.normalize import text_key
 from crl.answers.nodes import REL_RE, Node
 from crl.answers.numeric import value_at
@@ -39,7 +45,11 @@ from crl.answers.relations import interval_to_infinity, parse_relation, parse_se
 MAX_ITEMS = 64
 NUMBER_RE = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d{1,4})?%?$")
 FRACTION_RE = re.compile(r"^(-?)(?:\\frac\{(-?\d+)\}\{(\d+)\}|(\d+)/(\d+))$")
-_ATOM = r"(?:[A-Za-z]{1,4}|\\[a-zA-Z]+)(?:_\{?[A-Za-z0-9]{1,8}\}?)?'*(?:\([A-Za-z]\))?"
+_GREEK = "|".join(sorted(GREEK, key=len, reverse=True))
+_ATOM = (
+    rf"(?:[A-Za-z]{{1,4}}|\\(?:{_GREEK})(?![a-zA-Z])(?: ?[A-Za-z](?![A-Za-z]))?|\\[a-zA-Z]+)"
+    r"(?:_\{?\\?[A-Za-z0-9]{1,8}\}?)?'*(?:\([A-Za-z](?:, ?[A-Za-z]){0,3}\))?"
+)
 LABEL_RE = re.compile(
     rf"^(?:{_ATOM}|\|{_ATOM}\||\\frac\{{{_ATOM}\}}\{{{_ATOM}\}}|{_ATOM}:{_ATOM}|\(\s*{_ATOM}(?:\s*,\s*{_ATOM})+\s*\))$"
 )
@@ -47,8 +57,8 @@ _GROUP_SPLIT = re.compile(r"(?<!\s)\s+(?:and|or)\s+|(?<=[)\]}])\s*(?:and|or)\s*(
 _MATRIX_RE = re.compile(r"^\\begin\{([pbBvV]?matrix|array)\}(?:\{[lcr|]*\})?(.*)\\end\{\1\}$", re.S)
 _SPACE = re.compile(r"\s")
 _IN = re.compile(r"\\in(?![a-zA-Z])")
-_LITERAL_OPS = re.compile(r"\\(?:times|cdot|div|d?frac|tfrac|left|right)(?![a-zA-Z])")
-_LITERAL_ARITHMETIC = re.compile(r"^[\d\s.+\-*/^(){}]+$")
+_LITERAL_OPS = re.compile(r"\\(?:times|cdot|div|d?frac|tfrac|sqrt|left|right)(?![a-zA-Z])")
+_LITERAL_ARITHMETIC = re.compile(r"^[\d\s.+\-*/^(){}\[\]!]+$")
 _LITERAL = re.compile(r"\d+(?:\.\d+)?")
 _NUMBER_FORMS = re.compile(  # matched without spaces
     r"^-?\d+\\frac\{\d+\}\{\d+\}$"  # mixed number 3\frac{1}{2} ("3 1/2" loses its space: one fraction)
@@ -123,13 +133,24 @@ def _number(s: str) -> Node | None:
 
 
 def undone_arithmetic(s: str) -> bool:
-    """Whether s is arithmetic on number literals still to be done ("9+4", "2 \\cdot 3"), not a written number."""
+    """Whether s is arithmetic on number literals still to be done ("9+4", "2 \\cdot 3", "\\frac{26}{2}", "5!",
+    "\\sqrt{25}", "2^8"), not a number written in one of its usual forms (see the module docstring)."""
     s = _SPACE.sub("", s)
     while len(s) > 1 and s[0] in "({" and encloses(s):
         s = s[1:-1]
+    m = FRACTION_RE.match(s)
+    if m:
+        _, a, b, c, d = m.groups()
+        num, den = (int(a), int(b)) if a is not None else (int(c), int(d))
+        return den == 1 or gcd(num, den) != 1  # a fraction not in lowest terms still has a division to do
     if _number(s) is not None or _NUMBER_FORMS.match(s):
         return False
-    return bool(_LITERAL_ARITHMETIC.match(_LITERAL_OPS.sub(" ", s))) and len(_LITERAL.findall(s)) > 1
+    if not (_LITERAL_ARITHMETIC.match(_LITERAL_OPS.sub(" ", s)) and _LITERAL.search(s)):
+        return False
+    try:  # an exact irrational ("2\\sqrt{2}") has no plainer form; one with a rational value ("\\sqrt{25}") does
+        return bool(parse_math(s)[0].is_Rational)
+    except (NotMath, Refused):
+        return True
 
 
 def is_number(s: str) -> bool:

@@ -54,7 +54,10 @@ def _fail(message: str, code: int) -> int:
 
 
 def _run() -> int:
-    """The command's exit status; every user mistake is one line on stderr and status 2."""
+    """The command's exit status; every user mistake is one line on stderr and status 2. The run folders the
+    command locked are let go when it ends."""
+    from crl.locks import release_runs
+
     try:
         code = typer.main.get_command(app).main(prog_name="crl", standalone_mode=False)
     except CrlError as e:
@@ -67,6 +70,8 @@ def _run() -> int:
         return _fail(e.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx else ""), 2)
     except OSError as e:  # the disk is full, a file vanished: what the system said, about which file
         return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", 1)
+    finally:
+        release_runs()
     return code if isinstance(code, int) else 0
 
 

@@ -8,13 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
-from crl.cli.options import Given, Overwrite, settings_command
+from crl.cli.options import Given, Overwrite, out_option, settings_command
 from crl.progress import console
 
 
 @settings_command(app, "build-default", ["seed"])
 def build_default_cmd(
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write into (default: the package's crl/default/shipped/).")] = None,
+    out: Annotated[Optional[Path], out_option("Folder to write into (default: the package's crl/default/shipped/).")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Warm-start steps (default: the shipped recipe's).")] = None,
     overwrite: Overwrite = False,
     *,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
-from crl.cli.options import Overwrite
+from crl.cli.options import Overwrite, out_option
 
 data_app = typer.Typer(
     help="Prompt sets: pull known benchmarks from the Hugging Face hub, import local files, list what is there.",
@@ -17,7 +17,7 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 Out = Annotated[
-    Optional[Path], typer.Option("--out", "-o", help="Folder to write NAME.parquet into (default: $CRL_DATA_DIR or ~/.cache/crl/data).")
+    Optional[Path], out_option("Folder to write NAME.parquet into (default: $CRL_DATA_DIR or ~/.cache/crl/data).")
 ]
 
 
@@ -43,17 +43,30 @@ def pull_cmd(
 
 @data_app.command("import")
 def import_cmd(
-    path: Annotated[Path, typer.Argument(help="JSONL, JSON, Parquet (plain or verl-style), a saved `datasets` folder, or a folder of files.")],
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Set name (default: the file's stem).")] = None,
+    path: Annotated[str, typer.Argument(help="JSONL, JSON, Parquet (plain or verl-style), a saved `datasets` folder, a folder of files, or reasoning-gym:TASK (a task generator).")],
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Set name (default: the file's stem, or the task's name).")] = None,
     out: Out = None,
     split: Annotated[Optional[str], typer.Option(help="Split of a saved DatasetDict (default: test, else train).")] = None,
     plain: Annotated[bool, typer.Option(help="Store a prompt given as one user chat message as plain text.")] = False,
+    rows: Annotated[Optional[int], typer.Option(min=1, help="reasoning-gym:TASK only: problems to generate [default: 1000].")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="reasoning-gym:TASK only: generator seed; a held-out split is another seed [default: 0].")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="reasoning-gym:TASK only: generator option KEY=VALUE (repeatable), e.g. max_words=8.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Convert local data into crl's prompt-set format (id, prompt, answer, source) under a name."""
-    from crl.data.importers import import_path
+    """Convert local data, or problems from a reasoning-gym task generator, into crl's prompt-set format (id,
+    prompt, answer, source) under a name."""
+    from crl.data import reasoning_gym
+    from crl.data.importers import import_generated, import_path
+    from crl.errors import CrlError
 
-    _report(import_path(path, name, out, split, plain, overwrite))
+    if reasoning_gym.is_generator(path):
+        params = reasoning_gym.parse_params(param or [])
+        _report([import_generated(path, name, out, rows or 1000, seed or 0, params, overwrite)])
+        return
+    given = [flag for flag, value in (("--rows", rows), ("--seed", seed), ("--param", param)) if value]
+    if given:
+        raise CrlError(f"{given[0]}: only for a reasoning-gym:TASK source, not a file ({path})")
+    _report(import_path(Path(path), name, out, split, plain, overwrite))
 
 
 @data_app.command("list")

@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 
 from crl.cli import app
-from crl.cli.options import Given, Overwrite, SAMPLING, settings_command
+from crl.cli.options import Given, Overwrite, SAMPLING, out_option, settings_command
 
 
 @settings_command(app, "eval", ["model", "template", "instruction", "seed", *(f"eval.{f}" for f in SAMPLING), "eval.limit", "verify.*", "backend.*"])
 def eval_cmd(
     tasks: Annotated[list[str], typer.Argument(help="Prompt sets: files or names (arith_test, math500 after `crl data import`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="eval.parquet to write (one row per sample).")] = Path("eval.parquet"),
+    out: Annotated[Path, out_option("eval.parquet to write (one row per sample).")] = Path("eval.parquet"),
     overwrite: Overwrite = False,
     *,
     given: Given,

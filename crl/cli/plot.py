@@ -8,13 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
-from crl.cli.options import Overwrite
+from crl.cli.options import Overwrite, out_option
 
 
 @app.command("plot")
 def plot_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder of `crl iterate` (or its metrics.parquet).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs (default: RUN/plots).")] = None,
+    out: Annotated[Optional[Path], out_option("Folder for the PNGs (default: RUN/plots).")] = None,
     dpi: Annotated[int, typer.Option(min=30, max=600, help="Resolution of the PNGs.")] = 110,
     overwrite: Overwrite = False,
 ) -> None:

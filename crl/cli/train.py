@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from crl.cli import app
-from crl.cli.options import Given, Overwrite, settings_command
+from crl.cli.options import Given, Overwrite, out_option, settings_command
 from crl.errors import CrlError
 
 
@@ -37,22 +37,25 @@ def list_objectives() -> None:
 
 @settings_command(app, "train", ["model", "seed", "rounds", "log_to", "train.*", "lora.*"])
 def train_cmd(
-    verified: Annotated[Optional[Path], typer.Argument(help="A verified/ folder written by `crl verify`.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint folder to write.")] = Path("checkpoint"),
+    verified: Annotated[Optional[list[Path]], typer.Argument(help="verified/ folders written by `crl verify` (several: one training set, e.g. a run's round-*/verified).")] = None,
+    out: Annotated[Path, out_option("Checkpoint folder to write.")] = Path("checkpoint"),
     overwrite: Overwrite = False,
     list_objectives_: Annotated[bool, typer.Option("--list-objectives", help="List objectives and their options, then exit.")] = False,
     *,
     given: Given,
 ) -> None:
-    """Update the model on a verified/ folder with one objective; write a checkpoint with optimizer state and train_log.parquet.
+    """Update the model on verified/ folders with one objective; write a checkpoint with optimizer state and train_log.parquet.
+
+    Several folders make one training set (each round's prompts their own groups): train offline on every stored
+    round of a run with `crl train RUN/round-*/verified --epochs E ...`.
 
     Runs the same on N processes under torchrun (FSDP2): torchrun --nproc-per-node N -m crl train VERIFIED ...
     """
     if list_objectives_:
         list_objectives()
         return
-    if verified is None:
-        raise CrlError("missing argument VERIFIED (a verified/ folder)")
+    if not verified:
+        raise CrlError("missing argument VERIFIED (a verified/ folder, or several)")
     from crl.config import as_table
     from crl.data.models import resolve_model
     from crl.progress import console

@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 
 from crl.cli import app
-from crl.cli.options import Given, Overwrite, settings_command
+from crl.cli.options import Given, Overwrite, out_option, settings_command
 
 
 @settings_command(app, "verify", ["verify.*"])
 def verify_cmd(
     rollouts: Annotated[Path, typer.Argument(help="rollouts.parquet, or a folder of rollout shards.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("verified"),
+    out: Annotated[Path, out_option("Output folder.")] = Path("verified"),
     overwrite: Overwrite = False,
     *,
     given: Given,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import tomllib
 import types
 import typing
@@ -39,17 +40,6 @@ class Resolved:
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
-
-
-def _field(section: str | None, key: str) -> tuple[type, dataclasses.Field] | None:
-    cls = SECTIONS[section] if section else RunConfig
-    match = [f for f in dataclasses.fields(cls) if f.name == key]
-    return (cls, match[0]) if match else None
-
-
-def known_keys(section: str | None = None) -> list[str]:
-    cls = SECTIONS[section] if section else RunConfig
-    return [f.name for f in dataclasses.fields(cls)]
 
 
 def coerce(where: str, hint: Any, value: Any) -> Any:
@@ -110,8 +100,10 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def load_toml(path: Path, what: str = "--config") -> dict[str, Any]:
+    from crl.io import check_input  # not at the top: crl.io imports polars, which resolving settings does not need
+
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return tomllib.loads(check_input(Path(path).expanduser()).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CrlError(f"{what} {path}: no such file") from None
     except IsADirectoryError:
@@ -134,19 +126,32 @@ def _apply(values: dict[str, dict[str, Any]], origins: dict[str, str], layer: di
             _set(values, origins, "", key, value, origin)
 
 
+def _checked(cls: type, key: str, value: Any, origin: str, name: str) -> Any:
+    """``value`` for the setting ``key`` of ``cls`` (shown as ``name``), converted to its type and checked."""
+    match = [f for f in dataclasses.fields(cls) if f.name == key]
+    if not match:
+        known = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise CrlError(f"{origin}: unknown setting {name!r}; known: {known}")
+    value = coerce(f"{origin}: {name}", _hints(cls)[key], value)
+    check_value(f"{origin}: {name}", match[0], value)
+    return value
+
+
 def _set(values: dict, origins: dict, section: str, key: str, value: Any, origin: str) -> None:
     name = f"{section}.{key}" if section else key
-    found = _field(section or None, key)
-    if found is None:
-        known = ", ".join(known_keys(section or None))
-        raise CrlError(f"{origin}: unknown setting {name!r}; known: {known}")
-    cls, f = found
-    value = coerce(f"{origin}: {name}", _hints(cls)[key], value)
+    value = _checked(SECTIONS[section] if section else RunConfig, key, value, origin, name)
     if key in MERGED_TABLES and isinstance(value, dict):
         value = {**values[section].get(key, {}), **value}
-    check_value(f"{origin}: {name}", f, value)
     values[section][key] = value
     origins[name] = origin
+
+
+def section_from(cls: type, table: Any, origin: str) -> Any:
+    """``table`` as an instance of the settings section ``cls`` (the sampling settings a file records, say),
+    every key known and every value of its type and in range."""
+    if not isinstance(table, dict):
+        raise CrlError(f"{origin}: expected a table of settings, got {table!r}")
+    return cls(**{key: _checked(cls, key, value, origin, key) for key, value in table.items()})
 
 
 def _model_of(layers: list[tuple[dict[str, Any], str]]) -> str:
@@ -192,6 +197,52 @@ def resolve(layers: list[tuple[dict[str, Any], str]]) -> Resolved:
     config = RunConfig(**values[""], **sections)
     check_config(config)
     return Resolved(config, origins)
+
+
+def _path_settings() -> list[tuple[str, str]]:
+    """(section, key) of the settings whose value may name a file or folder ("" is the top level)."""
+    top = [("", f.name) for f in dataclasses.fields(RunConfig) if f.metadata.get("path")]
+    return top + [(s, f.name) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls) if f.metadata.get("path")]
+
+
+def _map_value(value: Any, fn: Any) -> Any:
+    return type(value)(map(fn, value)) if isinstance(value, (list, tuple)) else fn(value) if isinstance(value, str) else value
+
+
+def paths_relative_to(resolved: Resolved, folder: Path) -> Resolved:
+    """The configuration with each path setting that names an existing file or folder by a relative path
+    rewritten relative to ``folder`` (a run folder, whose config.toml is resolved against it on --resume)."""
+
+    def rebase(value: str) -> str:
+        path = Path(value).expanduser()
+        return os.path.relpath(path.absolute(), Path(folder).absolute()) if not path.is_absolute() and path.exists() else value
+
+    sections = {s: getattr(resolved.config, s) for s in SECTIONS}
+    top: dict[str, Any] = {}
+    for section, key in _path_settings():
+        owner = sections[section] if section else resolved.config
+        changed = _map_value(getattr(owner, key), rebase)
+        if section:
+            sections[section] = dataclasses.replace(sections[section], **{key: changed})
+        else:
+            top[key] = changed
+    return Resolved(dataclasses.replace(resolved.config, **top, **sections), resolved.origins)
+
+
+def paths_from(table: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A run's saved configuration with each relative path that exists relative to ``folder`` (the run folder)
+    made usable from the current folder."""
+
+    def anchor(value: str) -> str:
+        path = Path(value)
+        return str(folder / path) if not path.expanduser().is_absolute() and (folder / path).exists() else value
+
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in table.items()}
+    for section, key in _path_settings():
+        owner = out.get(section) if section else out
+        if isinstance(owner, dict) and key in owner:
+            owner[key] = _map_value(owner[key], anchor)
+    return out
 
 
 def as_table(config: RunConfig) -> dict[str, Any]:

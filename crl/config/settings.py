@@ -28,11 +28,14 @@ ATTENTION = ("sdpa", "flex_attention", "eager")
 WEIGHT_SYNC = ("inplace", "reload")
 TRACKERS = ("none", "tensorboard", "wandb")
 BOXED_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+REPLAY_TIS_CAP = 2.0  # the truncation of importance ratios on replayed rounds when train.tis_cap is unset (a common value)
+MIN_TEMPERATURE = 1e-2  # far below any sampling temperature in use; near 1e-38, logits / T leave float range (NaN log-probs)
 
 
 def setting(default: Any, help: str, **checks: Any) -> Any:
     """A field with its default, its help text and its checks: ``ge``/``gt``/``le`` bounds, ``choices``,
-    ``flags`` (the command-line names, when not ``--field-name``)."""
+    ``flags`` (the command-line names, when not ``--field-name``), ``path`` (its value may name a file or a
+    folder, which a run's config.toml keeps relative to the run folder)."""
     meta = {"help": help, **checks}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -69,7 +72,7 @@ class Eval(Sampling):
     n: int = setting(4, "Samples per problem (the k of avg@k and pass@k).", ge=1, flags=("--n", "--k", "-k"))
     temperature: float = setting(0.6, "Sampling temperature; 0 is greedy (then n must be 1).", ge=0.0, le=100.0)
     top_p: float = setting(0.95, "Nucleus sampling mass.", gt=0.0, le=1.0)
-    tasks: tuple[str, ...] = setting(("math500",), "Held-out prompt set (repeatable; files or names, see `crl data list`).", flags=("--eval-task",))
+    tasks: tuple[str, ...] = setting(("math500",), "Held-out prompt set (repeatable; files or names, see `crl data list`).", flags=("--eval-task",), path=True)
     every: int = setting(10, "Evaluate every this many rounds (and after the first and the last).", ge=1)
     limit: int | None = setting(None, "Use only the first N problems of each task (None: all).", ge=1)
 
@@ -97,13 +100,20 @@ class Train:
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.", gt=0.0)
     epochs: int = setting(1, "Passes over the round's groups.", ge=1)
     minibatches: int = setting(1, "Optimiser steps per epoch.", ge=1)
+    replay: int = setting(
+        1, "crl iterate: each round trains on its own groups and the mixed groups of the replay - 1 rounds before "
+        "it, read back from their verified/ folders (1: this round's only). Clipped objectives weight the tokens by "
+        f"truncated importance ratios to the sampler (train.tis_cap, {REPLAY_TIS_CAP:g} when unset); contrastive ones need no "
+        "correction.", ge=1,
+    )
     token_budget: int | None = setting(None, "Tokens per packed micro-batch (None: by device and model size).", ge=16)
     old_logprobs: str = setting("recompute", "Behaviour log-probs: recompute (with the trainer's weights) or rollout (the sampler's).", choices=OLD_LOGPROBS)
     tis_cap: float | None = setting(
         None, "Truncated importance sampling: weight each token by min(pi_trainer / pi_sampler, cap) to correct "
-        "the sampler/trainer mismatch (None: off; 2 is common).", gt=1.0,
+        f"the sampler/trainer mismatch (None: off, or {REPLAY_TIS_CAP:g} with train.replay > 1).", gt=1.0,
     )
-    ref: str | None = setting(None, "Frozen reference model (None: the run's starting model, for the objectives that need one).")
+    ref: str | None = setting(None, "Frozen reference model (None: the run's starting model, for the objectives that need one).", path=True)
+    fresh_optimizer: bool = setting(False, "Start a new AdamW state instead of the checkpoint's optimizer.pt (a checkpoint without one, or with a damaged one, is refused otherwise).")
     gradient_checkpointing: bool | None = setting(None, "Recompute activations in backward (None: on for 1B+ parameters on a GPU).")
     precision: str | None = setting(None, "fp32, bf16-mixed (fp32 master weights, bf16 compute) or bf16 (None: bf16-mixed on a GPU, fp32 on CPU).", choices=PRECISIONS)
     attn: str | None = setting(None, "Attention kernel: sdpa, flex_attention (block-sparse packed rows) or eager (None: sdpa).", choices=ATTENTION)
@@ -142,15 +152,15 @@ class Backend:
 class RunConfig:
     """Everything a run needs. ``crl iterate`` uses all of it; each stage command uses its sections."""
 
-    model: str = setting("tiny-arith", "Starting model: a folder, a model name (`crl model list`) or a hub id.", flags=("--model", "-m"))
-    prompts: str = setting("math_train", "Training prompt set (file or name, see `crl data list`).")
+    model: str = setting("tiny-arith", "Starting model: a folder, a model name (`crl model list`) or a hub id.", flags=("--model", "-m"), path=True)
+    prompts: str = setting("math_train", "Training prompt set (file or name, see `crl data list`).", path=True)
     template: str = setting("auto", "auto (the chat template when the tokenizer has one), chat, or plain.", choices=TEMPLATES)
     instruction: str = setting(BOXED_INSTRUCTION, "Text appended to every problem.")
     rounds: int = setting(100, "Rounds of generate, verify and train (also the length of ConSPO's margin curriculum).", ge=1)
     prompts_per_round: int = setting(64, "Prompts per round (each sampled n times).", ge=1)
     save_every: int = setting(10, "Save weights and optimizer state every this many rounds (and after the last).", ge=1)
     keep_last: int = setting(2, "Saved states to keep (older ones are deleted).", ge=1)
-    seed: int = setting(0, "Seed for prompt order, sampling and training.", ge=0, lt=2**63)
+    seed: int = setting(0, "Seed for prompt order, sampling and training.", ge=0, lt=2**32)  # seeds derived from it stay in 64 bits
     log_to: str = setting("none", "Mirror metrics to none, tensorboard or wandb (offline unless WANDB_API_KEY is set).", choices=TRACKERS, flags=("--log-to",))
     generate: Generate = field(default_factory=Generate)
     verify: Verify = field(default_factory=Verify)
@@ -189,6 +199,10 @@ def check_config(cfg: RunConfig) -> None:
         name = "generate" if section is cfg.generate else "eval"
         if section.temperature == 0 and section.n > 1:
             raise CrlError(f"{name}.temperature = 0 is greedy decoding: all {section.n} samples would be the same; set n = 1 or a temperature above 0")
+        if 0 < section.temperature < MIN_TEMPERATURE:
+            raise CrlError(f"{name}.temperature = {section.temperature}: use 0 for greedy decoding or at least {MIN_TEMPERATURE}")
+    if not cfg.eval.tasks:
+        raise CrlError("eval.tasks: name at least one held-out prompt set")
     for name, weight in cfg.verify.verifier.items():
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
             raise CrlError(f"verify.verifier {name} = {weight!r}: a weight must be a finite number")
@@ -198,6 +212,15 @@ def check_config(cfg: RunConfig) -> None:
         raise CrlError("verify.verifier: name at least one verifier")
     if cfg.train.device is not None:
         _check_device(cfg.train.device)
+    if cfg.train.attn == "flex_attention":
+        _check_flex(cfg.train.device)
+
+
+def _check_flex(device: str | None) -> None:
+    import torch
+
+    if (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu":
+        raise CrlError("train.attn = 'flex_attention': needs a CUDA GPU (flex attention has no backward pass on a CPU); use sdpa")
 
 
 def _check_device(device: str) -> None:

@@ -89,7 +89,7 @@ def pull(name: str, out: Path | None = None, overwrite: bool = False) -> Written
     if entry is None:
         names = ", ".join(k.name for k in CATALOGUE)
         raise CrlError(f"data pull {name}: not a known set (known: {names}); for other data use `crl data import PATH`")
-    target = check_output(set_path(entry.name, out), overwrite=overwrite, flag="--out")
+    target = check_output(set_path(entry.name, out), kind="prompts", overwrite=overwrite, flag="--out")
     reason = offline_reason()
     if reason is not None:
         raise _offline_error(entry.name, reason)

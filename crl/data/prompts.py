@@ -17,13 +17,14 @@ from typing import Any
 
 import polars as pl
 
-from crl.errors import CrlError
 from crl.answers.extract import gold_answer
+from crl.config.settings import TEMPLATES
+from crl.errors import CrlError
+from crl.io import check_input
 
 PROMPT_FIELDS = ("prompt", "problem", "question")
 ANSWER_FIELDS = ("answer", "final_answer", "solution")
-TEMPLATES = ("auto", "chat", "plain")
-BOXED_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+ROLES = ("system", "user", "assistant")
 
 
 def data_home() -> Path:
@@ -32,10 +33,10 @@ def data_home() -> Path:
 
 
 def resolve(spec: str | Path) -> Path:
-    """A prompt-set path, or the file of a named set (shipped in data/, or pulled into the data home)."""
-    path = Path(spec)
+    """A prompt-set path, or the file of a named set (shipped in crl/default/shipped/, or imported into the data home)."""
+    path = Path(spec).expanduser()
     if path.exists():
-        return path
+        return check_input(path)
     from crl.default import SHIPPED_DIR
 
     for folder in (SHIPPED_DIR, data_home()):
@@ -47,7 +48,7 @@ def resolve(spec: str | Path) -> Path:
 
 def read_text(path: Path) -> str:
     """A text file's contents; a folder or text that is not UTF-8 is a one-line error naming the line."""
-    if path.is_dir():
+    if check_input(path).is_dir():
         raise CrlError(f"{path}: is a folder, not a {path.suffix or 'text'} file")
     try:
         return path.read_text(encoding="utf-8")
@@ -130,6 +131,9 @@ def load_prompts(spec: str | Path, limit: int | None = None) -> pl.DataFrame:
             raise CrlError(f"{path}: row {n} has an empty {p_field}")
         if _missing(answer):
             raise CrlError(f"{path}: row {n} has no {a_field} (empty, null or NaN)")
+        if isinstance(problem, (list, dict)) and not _is_chat(problem):
+            raise CrlError(f"{path}: row {n}: {p_field} is neither text nor a list of chat messages "
+                           f"({{\"role\": \"user\", \"content\": \"...\"}}, roles {', '.join(ROLES)})")
         prompt = problem if isinstance(problem, str) else json.dumps(problem)
         pid = str(row["id"]) if row.get("id") is not None else hashlib.sha1(prompt.encode()).hexdigest()[:16]
         if pid in first:
@@ -141,6 +145,13 @@ def load_prompts(spec: str | Path, limit: int | None = None) -> pl.DataFrame:
         out["answer"].append(_as_answer(answer))
         out["source"].append(str(row.get("source") or path.stem))
     return pl.DataFrame(out)
+
+
+def _is_chat(value: Any) -> bool:
+    """A non-empty list of messages, each a role crl knows and text content."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in value
+    )
 
 
 def _messages(prompt: str) -> list[dict[str, str]] | None:

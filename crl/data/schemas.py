@@ -8,6 +8,10 @@ The metadata contract (Parquet key-value metadata, JSON values under ``crl.*``):
 (the settings they were drawn with), ``tokenizer`` (a fingerprint of the vocabulary: token ids mean the same
 thing exactly when it matches), ``model`` and ``seed``; verified/ adds ``verifier`` (names and weights) and
 ``summary``. ``RolloutMeta`` is that contract as a type; a file without it was not written by crl.
+
+`crl verify` also reads a plain table of completions made by any tool (prompt_id, completion, answer; see
+``read_completions``): its verified/ output has only the columns that table had, plus the verdicts, and is refused
+by training with one line naming what it lacks.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +27,9 @@ from typing import Any
 import polars as pl
 
 from crl.config import Sampling, sampling_of
+from crl.config.resolve import section_from
 from crl.errors import CrlError
-from crl.io import read_metadata
+from crl.io import check_input, read_metadata
 
 ROLLOUT_SCHEMA: dict[str, pl.DataType] = {
     "prompt_id": pl.String(),
@@ -55,6 +61,8 @@ GROUP_SCHEMA: dict[str, pl.DataType] = {
 
 STATUSES = ("ok", "no_answer", "unparsable", "timeout", "error")
 VERIFIED_FILES = ("positive.parquet", "negative.parquet", "groups.parquet")
+COMPLETION_SCHEMA: dict[str, pl.DataType] = {"prompt_id": pl.String(), "completion": pl.String(), "answer": pl.String()}
+TOKEN_COLUMNS = ("prompt_ids", "completion_ids", "logprobs")
 
 
 
@@ -73,10 +81,7 @@ class RolloutMeta:
     def read(cls, raw: dict[str, Any], where: str) -> RolloutMeta:
         if not isinstance(raw.get("sampling"), dict) or not raw.get("tokenizer"):
             raise CrlError(f"{where}: no crl generation metadata (sampling settings, tokenizer); make rollouts with `crl generate`")
-        try:
-            sampling = Sampling(**{**raw["sampling"], "stop": tuple(raw["sampling"].get("stop") or ())})
-        except TypeError as e:
-            raise CrlError(f"{where}: unreadable sampling metadata ({e})") from None
+        sampling = section_from(Sampling, raw["sampling"], f"{where}: crl.sampling")
         known = {"sampling", "tokenizer", "model", "seed"}
         return cls(sampling, str(raw["tokenizer"]), str(raw.get("model") or ""), int(raw.get("seed") or 0),
                    {k: v for k, v in raw.items() if k not in known})
@@ -106,9 +111,7 @@ def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], where: str) -> pl.
         raise CrlError(f"{where}: missing column(s) {', '.join(missing)}")
     for column, dtype in schema.items():
         have = df.schema[column]
-        if have == pl.Null:
-            continue
-        if (dtype == pl.String()) != (have == pl.String()) or (isinstance(dtype, pl.List) != isinstance(have, pl.List)):
+        if not _converts(have, dtype):
             raise CrlError(f"{where}: column {column} holds {have}, expected {dtype}")
     try:
         return df.with_columns([pl.col(c).cast(t) for c, t in schema.items()])
@@ -116,16 +119,35 @@ def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], where: str) -> pl.
         raise CrlError(f"{where}: a column has the wrong type ({str(e).splitlines()[0]})") from None
 
 
-def check_rows(df: pl.DataFrame, where: str) -> None:
-    """Refuse rollout rows a stage cannot use: missing values, repeated (prompt_id, sample), negative token ids,
-    behaviour log-probs that are not finite, above 0, or not one per completion token."""
-    for column in ("prompt_id", "completion", "answer", "prompt_ids", "completion_ids", "logprobs"):
+def _converts(have: pl.DataType, want: pl.DataType) -> bool:
+    """Whether a column of type ``have`` holds what ``want`` means: text for text, integers for integers,
+    numbers for floats, lists of those for lists (a missing column of nulls too)."""
+    if have == pl.Null:
+        return True
+    if isinstance(want, pl.List):
+        return isinstance(have, pl.List) and _converts(have.inner, want.inner)
+    if want == pl.String():
+        return have == pl.String()
+    if want.is_integer():
+        return have.is_integer()
+    return have.is_numeric() if want.is_float() else have == want
+
+
+def check_filled(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
+    """Refuse rows with a missing value in one of ``columns`` or an empty gold answer."""
+    for column in columns:
         nulls = df[column].is_null()
         if nulls.any():
             raise CrlError(f"{where}: row {int(nulls.arg_true()[0])} has no {column}")
     empty = df["answer"].str.strip_chars() == ""
     if empty.any():
         raise CrlError(f"{where}: row {int(empty.arg_true()[0])} has an empty gold answer")
+
+
+def check_rows(df: pl.DataFrame, where: str) -> None:
+    """Refuse rollout rows a stage cannot use: missing values, repeated (prompt_id, sample), negative token ids,
+    behaviour log-probs that are not finite, above 0, or not one per completion token."""
+    check_filled(df, ("prompt_id", "completion", "answer", "prompt_ids", "completion_ids", "logprobs"), where)
     dup = df.select(pl.struct("prompt_id", "sample").is_duplicated().alias("d"))["d"]
     if dup.any():
         row = int(dup.arg_true()[0])
@@ -145,20 +167,42 @@ def check_rows(df: pl.DataFrame, where: str) -> None:
 
 def parquet_files(path: str | Path) -> list[Path]:
     """The Parquet file at ``path``, or the shards (``*.parquet``) of the folder at ``path``, sorted."""
-    path = Path(path)
+    path = check_input(path)
     if path.is_dir():
         files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
         if not files:
             raise CrlError(f"{path}: folder holds no .parquet files")
+        check_shards(path, files)
         return files
     if not path.exists():
         raise CrlError(f"{path}: no such file or folder")
     return [path]
 
 
+SHARD = re.compile(r"rollouts-(\d{5,})-of-(\d{5,})\.parquet")  # what ``crl generate --shard i/n`` writes
+
+
+def check_shards(folder: Path, files: list[Path]) -> None:
+    """A folder of shards holds every shard of one set (``--shard i/n`` for each i < n) and nothing else, so a
+    missing shard is not silently left out."""
+    shards = [SHARD.fullmatch(f.name) for f in files]
+    if not any(shards):
+        return
+    if not all(shards):
+        other = next(f.name for f, m in zip(files, shards) if m is None)
+        raise CrlError(f"{folder}: holds {other} beside rollout shards; a folder of shards holds only rollouts-i-of-n.parquet files")
+    sets = sorted({int(m[2]) for m in shards})
+    if len(sets) > 1:
+        raise CrlError(f"{folder}: holds shards of {' and of '.join(map(str, sets))}; a folder of shards holds one set")
+    missing = sorted(set(range(sets[0])) - {int(m[1]) for m in shards})
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CrlError(f"{folder}: shard {missing[0]} of {sets[0]} is missing{more}; generate it with --shard {missing[0]}/{sets[0]}")
+
+
 def read_parquet(path: Path) -> pl.DataFrame:
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(check_input(path))
     except (OSError, pl.exceptions.PolarsError) as e:
         raise CrlError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
 
@@ -182,6 +226,34 @@ def read_rollouts(path: str | Path) -> tuple[pl.DataFrame, RolloutMeta]:
     return df, meta  # type: ignore[return-value]
 
 
+def read_completions(path: str | Path) -> tuple[pl.DataFrame, RolloutMeta | None]:
+    """What `crl verify` checks: rollouts of `crl generate` (a table with token ids, which must carry crl's metadata),
+    or any other table of completions (Parquet, a folder of Parquet shards, or JSONL) with prompt_id, completion and
+    answer columns, whose other columns are kept as they are and whose metadata is None: verifying needs no token
+    ids, log-probs or sampling settings, only training does."""
+    path = Path(path)
+    if path.suffix.lower() in (".jsonl", ".ndjson") and path.is_file():
+        try:
+            df = pl.read_ndjson(path, infer_schema_length=None)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            raise CrlError(f"{path}: not a readable JSONL file ({str(e).splitlines()[0]})") from None
+    else:
+        files = parquet_files(path)
+        df = pl.concat([read_parquet(f) for f in files], how="diagonal_relaxed")
+        if any(read_metadata(f).get("tokenizer") for f in files) or set(TOKEN_COLUMNS) & set(df.columns):
+            return read_rollouts(path)  # crl rollouts: token ids mean nothing without their tokenizer's metadata
+    if not {"prompt_id", "completion", "answer"} <= set(df.columns):
+        missing = [c for c in COMPLETION_SCHEMA if c not in df.columns]
+        raise CrlError(f"{path}: missing column(s) {', '.join(missing)}; a table to verify needs prompt_id, completion and answer")
+    if df.schema["prompt_id"].is_integer():
+        df = df.with_columns(pl.col("prompt_id").cast(pl.String))
+    df = conform(df, COMPLETION_SCHEMA, str(path))
+    if df.is_empty():
+        raise CrlError(f"{path}: holds no completions")
+    check_filled(df, tuple(COMPLETION_SCHEMA), str(path))
+    return df, None
+
+
 def read_verified(folder: str | Path) -> tuple[pl.DataFrame, pl.DataFrame, RolloutMeta]:
     """The positive and negative rollouts of a verified/ folder as one frame (with a ``positive`` column), its
     groups, and its metadata (the rollouts' plus ``verifier`` and ``summary`` in ``extra``)."""
@@ -193,7 +265,12 @@ def read_verified(folder: str | Path) -> tuple[pl.DataFrame, pl.DataFrame, Rollo
         raise CrlError(f"{folder}: not a verified/ output of `crl verify` (missing {', '.join(missing)})")
     parts = []
     for name, positive in zip(VERIFIED_FILES[:2], (True, False)):
-        part = conform(read_parquet(folder / name), VERIFIED_SCHEMA, str(folder / name))
+        part = read_parquet(folder / name)
+        if "tokenizer" not in read_metadata(folder / name) and {"prompt_id", "completion", "answer"} <= set(part.columns):
+            lacks = [c for c in ROLLOUT_SCHEMA if c not in part.columns] + ["crl generation metadata"]
+            raise CrlError(f"{folder}: verified from a plain completion table, which lacks {', '.join(lacks)}; "
+                           "training needs rollouts made by `crl generate`")
+        part = conform(part, VERIFIED_SCHEMA, str(folder / name))
         parts.append(part.with_columns(positive=pl.lit(positive)))
     rows = pl.concat(parts, how="diagonal_relaxed").sort("prompt_id", "sample")
     if rows.is_empty():
@@ -204,3 +281,23 @@ def read_verified(folder: str | Path) -> tuple[pl.DataFrame, pl.DataFrame, Rollo
     if "verifier" not in meta.extra:
         raise CrlError(f"{folder}: no crl verify metadata (verifier); write verified/ with `crl verify`")
     return rows, groups, meta
+
+
+def read_verified_rounds(folders: list[Path]) -> tuple[pl.DataFrame, RolloutMeta]:
+    """The rows of several verified/ folders as one training set (each sample once: a group is one prompt in one
+    round, crl/data/rounds.py) and their common metadata: the same tokenizer and sampling settings, since the
+    trainer recomputes log-probs at the sampling temperature and against the generation limit."""
+    frames, meta = [], None
+    for folder in folders:
+        rows, _, this = read_verified(folder)
+        if meta is not None and (this.tokenizer, this.sampling) != (meta.tokenizer, meta.sampling):
+            what = "tokenizer" if this.tokenizer != meta.tokenizer else "sampling settings"
+            raise CrlError(f"{folder}: made with another {what} than {folders[0]}; folders trained on together must agree")
+        frames.append(rows)
+        meta = meta or this
+    rows = pl.concat(frames, how="diagonal_relaxed")
+    twice = rows.select(pl.struct("round", "prompt_id", "sample").is_duplicated().alias("d"))["d"]
+    if twice.any():
+        row = rows.row(int(twice.arg_true()[0]), named=True)
+        raise CrlError(f"{row['prompt_id']} sample {row['sample']} of round {row['round']} is in two of the folders given; give each round's verified/ once")
+    return rows, meta  # type: ignore[return-value]

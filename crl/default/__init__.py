@@ -9,7 +9,7 @@ raise its held-out accuracy. Everything here is built by the project's own code 
 - `task.py`: the problems, their exact answers and the target completions.
 - `tokenizer.py`: the character-level tokenizer and its chat template.
 - `model.py`: the model configuration.
-- `warmstart.py`: the supervised warm start and `build_default`, which writes all of `data/`.
+- `warmstart.py`: the supervised warm start and `build_default`, which writes all of `shipped/`.
 
 This module only names the shipped files, so importing it costs nothing.
 """

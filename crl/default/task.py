@@ -88,15 +88,14 @@ def to_rows(problems: list[Problem], split: str) -> dict[str, list[str]]:
 
 
 def write_prompt_sets(train_path: Path, test_path: Path, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
-    """Write both splits as Parquet prompt sets; return (train, test)."""
+    """Write both splits as Parquet prompt sets (with crl's marker of a prompt set); return (train, test)."""
     import polars as pl
 
-    from crl.io import atomic_path
+    from crl.io import write_parquet
 
     train, test = splits(seed)
     for problems, split, path in ((train, "train", train_path), (test, "test", test_path)):
-        with atomic_path(path) as tmp:
-            pl.DataFrame(to_rows(problems, split)).write_parquet(tmp)
+        write_parquet(pl.DataFrame(to_rows(problems, split)), path, kind="prompts")
     return train, test
 
 

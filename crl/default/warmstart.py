@@ -112,13 +112,13 @@ def build_default(out_dir: Path, seed: int = 0, steps: int | None = None, progre
 
     out_dir = Path(out_dir)
     for name in ("arith_train.parquet", "arith_test.parquet", "tiny-arith"):
-        check_output(out_dir / name, overwrite=overwrite, folder=name == "tiny-arith")
+        check_output(out_dir / name, kind="model" if name == "tiny-arith" else "prompts", overwrite=overwrite)
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     train, _ = task.write_prompt_sets(out_dir / "arith_train.parquet", out_dir / "arith_test.parquet", seed=seed)
     tok = build_tokenizer()
     model = build_model(tok, seed=seed)
     warm_start(model, tok, train, steps=STEPS if steps is None else steps, seed=seed, progress=progress)
-    with atomic_path(out_dir / "tiny-arith") as tmp:
+    with atomic_path(out_dir / "tiny-arith", kind="model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         save_tokenizer(tok, tmp)

@@ -9,7 +9,7 @@ With N > 1 the model is sharded by FSDP2 (``fully_shard``): each decoder layer i
 (embeddings, final norm, output layer) another, so a rank holds 1/N of the weights, gradients and AdamW
 state, and gathers one layer's weights at a time during forward and backward. Every forward and
 backward is collective, so all ranks must run the same number of them; the trainer equalises the count
-of micro-batches (see ``crl.engine.trainer``).
+of micro-batches (``across_ranks`` in crl/engine/step.py).
 """
 
 from __future__ import annotations
@@ -133,12 +133,12 @@ def all_reduce_sum(values: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def all_reduce_max(value: int) -> int:
+def gathered(part: dict[int, torch.Tensor], device: str) -> dict[int, torch.Tensor]:
+    """Every rank's entries of a dict of tensors, on ``device`` (sent through the CPU); ``part`` itself for
+    one process."""
     if not active():
-        return value
-    parts: list[int] = [0] * world()
-    dist.all_gather_object(parts, value)
-    return max(parts)
+        return part
+    return {i: t.to(device) for p in all_gather({i: t.cpu() for i, t in part.items()}) for i, t in p.items()}
 
 
 def all_gather(obj: T) -> list[T]:

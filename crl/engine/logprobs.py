@@ -87,8 +87,8 @@ def completion_logprobs(
         inputs = _shared_prompt_inputs(seqs)
     else:
         inputs = _padded_inputs(seqs)
-    input_ids, position_ids, gather_at, targets = (None if x is None else torch.tensor(x, device=device) for x in inputs[:4])
-    prompts = None if inputs[4] is None else tuple(torch.tensor(x, device=device) for x in inputs[4])
+    input_ids, position_ids, gather_at, targets = (None if x is None else torch.tensor(x, dtype=torch.long, device=device) for x in inputs[:4])
+    prompts = None if inputs[4] is None else tuple(torch.tensor(x, dtype=torch.long, device=device) for x in inputs[4])
     # A model sharded by FSDP2 carries this pass as a method, so the shards are gathered around all of it.
     run = getattr(model, "packed_logprobs", None) or functools.partial(packed_logprobs, model)
     flat = run(input_ids, position_ids, gather_at, targets, temperature, chunk, prompts)
@@ -126,7 +126,7 @@ def _shared_prompt_inputs(seqs: Sequence[TokenSeq]) -> Inputs:
     prompts = list(distinct)
     prompt_width = max(len(p) for p in prompts)
     width = max(len(s.completion_ids) for s in seqs)  # hidden columns: the prompt's last, then width - 1
-    following = [list(s.completion_ids[:-1]) + [0] * (width - len(s.completion_ids)) for s in seqs]
+    following = [list(s.completion_ids[:-1]) + [0] * (width - 1 - len(s.completion_ids[:-1])) for s in seqs]
     positions = [[len(s.prompt_ids) + j for j in range(width - 1)] for s in seqs]
     gather_at = [b * width + j for b, s in enumerate(seqs) for j in range(len(s.completion_ids))]
     targets = [t for s in seqs for t in s.completion_ids]
@@ -159,7 +159,9 @@ def packed_logprobs(
             parts.append(checkpoint(_taken_logprobs, h, weight, t, temperature, use_reentrant=False))
         else:
             parts.append(_taken_logprobs(h, weight, t, temperature))
-    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    if not parts:  # no completion token at all: an empty result that still has a gradient path
+        return hidden.sum(-1).to(torch.promote_types(hidden.dtype, torch.float32))
+    return torch.cat(parts)
 
 
 def _after_shared_prompts(

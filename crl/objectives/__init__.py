@@ -1,42 +1,35 @@
-"""Training objectives: one short pure function of tensors per method, registered by name.
+"""Training objectives: pure functions of tensors, registered by name.
 
-Every objective sees a batch of whole groups (all K rollouts of each prompt it contains) as padded
-[B, T] tensors of per-token log-probs, and returns ``(loss, stats)``:
+An objective sees a batch of whole groups (every rollout of each group it holds: one prompt's samples in one
+round) as padded [B, T] tensors of per-token log-probs, and the trainer's ``Context``; it returns a ``Loss``:
+the mean over its own unit (a group, a sequence or a token: whatever its equation in docs/objectives.md
+averages over, so the body reads like the equation), the number of units, and its statistics as ``means``
+and ``counts`` (crl/objectives/batch.py). ``crl train --option NAME=VALUE`` sets its keyword options.
 
-- ``loss`` is the mean over the objective's own *unit* (a group, a sequence or a token, whatever the
-  equation in docs/objectives.md averages over), so the function reads like its equation;
-- ``stats["units"]`` is how many units that mean was taken over. The trainer back-propagates
-  ``loss * units`` per micro-batch and divides the accumulated gradient by the total, which makes the
-  result exact however the groups are split into micro-batches. A batch with no usable unit returns a
-  loss of 0 that still has a grad path, with ``units`` 0.
-
-Options are keyword arguments with the paper's defaults; ``crl train -o NAME=VALUE`` sets them.
-Context the trainer knows (``progress`` in [0, 1], ``max_new_tokens``) is passed to the functions that
-name it in their signature.
+- ``policy_gradient.py``: the clipped surrogate with an advantage estimator and a loss aggregation, each
+  registered by name (GRPO, DAPO, Dr. GRPO, RLOO and ``pg``, which composes any of them), and RFT;
+- ``contrastive.py``: ConSPO, ReNCE, DisCO, DisCO-b, CoPG, online DPO;
+- ``registry.py``: the registries and the checks of the options.
 
 Conventions shared by all objectives:
 
-- A rollout is a positive when ``reward > 0`` and a negative otherwise.
-- A group with no positive or no negative has no contrast: the contrastive objectives (conspo, rence,
-  disco, disco-b, copg, online-dpo) and DAPO drop it and report ``groups_dropped``; GRPO and Dr. GRPO give
-  it zero advantage and report it as ``groups_flat``.
-- ``register`` zeroes the padded positions of ``logp``/``old_logp``/``ref_logp`` before the body runs,
-  so whatever the padding holds (even values whose ratio would overflow) cannot reach a result or a
-  gradient, and the bodies can ignore it.
-- Where an objective needs a reference model and the batch has no ``ref_logp``, the behaviour policy
-  (``old_logp``) stands in for it, so the term becomes a trust region around the sampler.
-- Stats are detached floats; those averaged over an empty set are 0. ``entropy`` is the mean of
+- A rollout is a positive when the verifier says so (``Batch.positive``; else ``reward > 0``).
+- A group that is not mixed (crl/data/rounds.py) has no contrast: the contrastive objectives and DAPO drop
+  it (``groups_dropped``); GRPO, Dr. GRPO and RLOO give it zero advantage (``groups_flat``).
+- ``register`` zeroes the padded positions of every per-token tensor before the body runs, so whatever the
+  padding holds (even values whose ratio would overflow) cannot reach a result or a gradient.
+- An objective that needs a reference model is registered with ``reference`` and gets ``ref_logp``; without
+  one, ``reference(b)`` raises instead of standing in another policy.
+- Statistics are detached floats; those averaged over an empty set are 0. ``entropy`` is the mean of
   ``-logp`` over the batch's completion tokens (an estimate of the policy's entropy from the tokens it
   sampled); ``kl`` is the mean k3 estimate ``exp(ref - logp) - (ref - logp) - 1`` over those tokens.
 """
 
+from crl.objectives.batch import Batch, Context, Loss, StepInfo
 from crl.objectives.registry import (
-    CONTEXT,
+    ADVANTAGES,
+    AGGREGATIONS,
     OBJECTIVES,
-    Batch,
-    Objective,
-    Stats,
-    StepInfo,
     check_options,
     get_objective,
     needs_reference,
@@ -44,9 +37,9 @@ from crl.objectives.registry import (
     register,
     spec,
 )
-from crl.objectives import advantage, contrastive  # noqa: E402,F401  (registers the objectives)
+from crl.objectives import contrastive, policy_gradient  # noqa: E402,F401  (registers the objectives)
 
 __all__ = [
-    "CONTEXT", "OBJECTIVES", "Batch", "Objective", "Stats", "StepInfo", "check_options", "get_objective",
-    "needs_reference", "options", "register", "spec",
+    "ADVANTAGES", "AGGREGATIONS", "OBJECTIVES", "Batch", "Context", "Loss", "StepInfo", "check_options",
+    "get_objective", "needs_reference", "options", "register", "spec",
 ]

@@ -1,7 +1,8 @@
 """The contrastive objectives: ConSPO, ReNCE, DisCO (and DisCO-b), CoPG and online DPO.
 
 Each pushes the policy towards the positives of a group and away from its negatives, with no advantage
-estimate; the equations and their sources are in docs/objectives.md.
+estimate; the equations and their sources are in docs/objectives.md. Each drops the groups that are not mixed
+(no contrast) and counts them as ``groups_dropped``.
 """
 
 from __future__ import annotations
@@ -12,44 +13,79 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crl.objectives.ops import (
-    Groups,
-    contrast_stats,
-    entropy,
-    group_logsumexp,
-    group_max,
-    group_mean,
-    group_pick,
-    group_sum,
-    groups,
-    infonce,
-    k3,
-    kl_stat,
-    ratio,
-    reference,
-    seq_mean,
-    seq_sum,
-)
-from crl.objectives.registry import NON_NEGATIVE, POSITIVE, Batch, Stats, StepInfo, choice, register
+from crl.objectives.batch import Batch, Context, Groups, Loss, StepInfo, entropy, group_mean, group_sum, groups, k3
+from crl.objectives.batch import kl_stat, ratio, reference, seq_mean, seq_sum
+from crl.objectives.registry import NON_NEGATIVE, POSITIVE, choice, register
 
 
-@register("conspo", context=("progress",), drops_flat=True, checks={"tau": POSITIVE, "margin": NON_NEGATIVE, "alpha": (lambda v: 0 < v <= 1, "in (0, 1]")})
-def conspo(
-    b: Batch, *, tau: float = 10.0, inverse: bool = False, margin: float = 0.01, alpha: float = 0.3, progress: float = 0.0
-) -> tuple[Tensor, Stats]:
+# ---- pieces the contrastive objectives share ------------------------------------------------------
+
+
+def group_max(x: Tensor, group: Tensor, G: int, where: Tensor) -> Tensor:
+    """Max of x over each group's rows in ``where``: [B] -> [G]; -inf for an empty set."""
+    x = x.masked_fill(~where, -math.inf)
+    return x.new_full((G,), -math.inf).scatter_reduce(0, group, x, "amax")
+
+
+def group_logsumexp(x: Tensor, group: Tensor, G: int, where: Tensor) -> Tensor:
+    """log sum exp of x over each group's rows in ``where``: [B] -> [G]; -inf (with a finite gradient of
+    0) for an empty set."""
+    top = group_max(x.detach(), group, G, where)
+    top = torch.where(torch.isfinite(top), top, 0.0)
+    total = group_sum(torch.exp(x - top[group]).masked_fill(~where, 0.0), group, G)
+    some = total > 0
+    return torch.where(some, top + torch.log(torch.where(some, total, 1.0)), -math.inf)
+
+
+def group_pick(x: Tensor, group: Tensor, G: int, where: Tensor) -> Tensor:
+    """Row index of the largest x among each group's rows in ``where`` (lowest index on a tie): [B] -> [G];
+    B for an empty set."""
+    B = x.shape[0]
+    hit = where & (x == group_max(x, group, G, where)[group])
+    rows = torch.arange(B, device=x.device).masked_fill(~hit, B)
+    return torch.full((G,), B, device=x.device).scatter_reduce(0, group, rows, "amin")
+
+
+def score_means(g: Groups, score: Tensor) -> dict[str, float]:
+    """Mean score of the positives and of the negatives (per group, then over the groups used)."""
+    sp = float(g.mean(group_mean(score.detach(), g.group, g.G, g.pos)))
+    sn = float(g.mean(group_mean(score.detach(), g.group, g.G, g.neg)))
+    return {"score_pos": sp, "score_neg": sn, "score_gap": sp - sn}
+
+
+def contrastive_loss(value: Tensor, g: Groups, b: Batch, means: dict[str, float], units: float | None = None) -> Loss:
+    """The result of a contrastive objective: by default one unit per group used."""
+    return Loss(value, float(g.units) if units is None else units, {**means, "entropy": entropy(b)},
+                {"groups_dropped": float(g.dropped)})
+
+
+def infonce(z: Tensor, g: Groups) -> tuple[Tensor, Tensor]:
+    """Each positive i against the negatives of its group: -log(e^{z_i} / (e^{z_i} + sum_{j in N} e^{z_j})),
+    averaged over the group's positives: [G]; and the softmax weight the hardest negative gets there."""
+    lse_neg = group_logsumexp(z, g.group, g.G, g.neg)[g.group]
+    nll = F.softplus(lse_neg - z)  # = -log(e^z / (e^z + e^lse_neg)), finite for any z
+    top_neg = group_max(z.detach(), g.group, g.G, g.neg)[g.group]
+    hardest = torch.exp(top_neg - torch.logaddexp(z.detach(), lse_neg.detach()))
+    return group_mean(nll, g.group, g.G, g.pos), group_mean(hardest, g.group, g.G, g.pos)
+
+
+# ---- the objectives -------------------------------------------------------------------------------
+
+
+@register("conspo", drops_flat=True, checks={"tau": POSITIVE, "margin": NON_NEGATIVE, "alpha": (lambda v: 0 < v <= 1, "in (0, 1]")})
+def conspo(b: Batch, ctx: Context, *, tau: float = 10.0, inverse: bool = False, margin: float = 0.01, alpha: float = 0.3) -> Loss:
     """ConSPO: per group maximise J = (1/|P|) sum_{i in P} T log(e^{(s_i-m)/T} / (e^{(s_i-m)/T} +
     sum_{j in N} e^{s_j/T})) with s the length-normalised log-likelihood, T = tau (or 1/tau with ``inverse``:
     tau read as an inverse temperature, which concentrates the weight on high-scoring negatives), and the
-    margin m rising from 0 to ``margin`` on a cosine over the first ``alpha`` of training (``progress``),
-    then held. Unit: group."""
+    margin m rising from 0 to ``margin`` on a cosine over the first ``alpha`` of training
+    (``Context.fraction_done``), then held. Unit: group."""
     temperature = 1 / tau if inverse else tau
-    m = margin / 2 * (1 - math.cos(math.pi * min(progress / alpha, 1.0)))
+    m = margin / 2 * (1 - math.cos(math.pi * min(ctx.fraction_done / alpha, 1.0)))
     g = groups(b)
     s = seq_mean(b.logp, b.mask)
     nll, hardest = infonce((s - m * g.pos) / temperature, g)
     loss = g.mean(temperature * nll)
-    stats = contrast_stats(g, s) | {"hardest_neg_weight": float(g.mean(hardest)), "margin": m}
-    return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
+    return contrastive_loss(loss, g, b, score_means(g, s) | {"hardest_neg_weight": float(g.mean(hardest)), "margin": m})
 
 
 @register(
@@ -60,6 +96,7 @@ def conspo(
 )
 def rence(
     b: Batch,
+    ctx: Context,
     *,
     form: str = "per-positive",
     score: str = "logratio",
@@ -68,7 +105,7 @@ def rence(
     kl_coef: float = 0.0,
     target_kl: float | None = None,
     easy_threshold: float = 1.0,
-) -> tuple[Tensor, Stats]:
+) -> Loss:
     """ReNCE as multi-label noise contrastive estimation over each group's rollouts. Unit: group.
 
     - ``form="per-positive"``: loss = -(1/|P|) sum_{i in P} log(e^{z_i} / (e^{z_i} + sum_{j in N} e^{z_j}));
@@ -98,13 +135,13 @@ def rence(
         lse_all = group_logsumexp(zm, g.group, g.G, g.pos | g.neg)
         nll = lse_all - group_logsumexp(zm, g.group, g.G, g.pos)
         hardest = torch.exp(group_max(zm.detach(), g.group, g.G, g.neg) - lse_all.detach())
-    stats = contrast_stats(g, z) | {"hardest_neg_weight": float(g.mean(hardest))}
+    means = score_means(g, z) | {"hardest_neg_weight": float(g.mean(hardest))}
     if kl_coef > 0:
         kl = group_mean(seq_mean(k3(b.logp, reference(b)), b.mask), g.group, g.G)
         weight = kl_coef if target_kl is None else (kl_coef * (kl - target_kl).clamp(min=0)).detach()
         nll = nll + weight * kl
-        stats["kl"] = kl_stat(b)
-    return g.mean(nll), stats | {"units": float(g.units), "entropy": entropy(b)}
+        means["kl"] = kl_stat(b)
+    return contrastive_loss(g.mean(nll), g, b, means)
 
 
 def disco_score(b: Batch, score: str) -> Tensor:
@@ -114,7 +151,7 @@ def disco_score(b: Batch, score: str) -> Tensor:
 
 def disco_loss(
     b: Batch, g: Groups, s: Tensor, J: Tensor, hardest: Tensor, delta: float, beta: float, step: StepInfo | None
-) -> tuple[Tensor, Stats]:
+) -> Loss:
     """-J summed over the groups used and divided by all the step's groups (as the authors' code does), plus
     the squared-hinge KL constraint (beta max(KL - delta, 0)).detach() * KL, with KL the masked mean of
     old_logp - logp over the whole optimiser step (``step``; the batch itself when called alone). Its
@@ -129,18 +166,15 @@ def disco_loss(
     weight = beta * max(step.kl - delta, 0.0)
     units = float(g.present.sum())
     total = torch.where(g.keep, -J, 0.0).sum() + weight * step.groups * tokens_kl / max(step.tokens, 1.0)
-    stats = contrast_stats(g, s) | {"hardest_neg_weight": float(g.mean(hardest)), "kl": step.kl}
-    return total / max(units, 1.0), stats | {"units": units, "entropy": entropy(b)}
+    means = score_means(g, s) | {"hardest_neg_weight": float(g.mean(hardest)), "kl": step.kl}
+    return contrastive_loss(total / max(units, 1.0), g, b, means, units)
 
 
 DISCO_CHECKS = {"score": choice("loglik", "ratio"), "tau": POSITIVE, "delta": NON_NEGATIVE, "beta": NON_NEGATIVE}
 
 
-@register("disco", context=("step",), checks=DISCO_CHECKS)
-def disco(
-    b: Batch, *, score: str = "loglik", tau: float | None = None, delta: float = 1e-4, beta: float = 1e3,
-    step: StepInfo | None = None,
-) -> tuple[Tensor, Stats]:
+@register("disco", needs_step=True, checks=DISCO_CHECKS)
+def disco(b: Batch, ctx: Context, *, score: str = "loglik", tau: float | None = None, delta: float = 1e-4, beta: float = 1e3) -> Loss:
     """DisCO: per group maximise J = mean_{P} s - tau log sum_{N} e^{s/tau}, under the KL constraint;
     tau=None picks 10 for the loglik score and 1 for the ratio score. Unit: group."""
     tau = tau if tau is not None else (10.0 if score == "loglik" else 1.0)
@@ -149,24 +183,22 @@ def disco(
     lse_neg = group_logsumexp(s / tau, g.group, g.G, g.neg)
     J = group_mean(s, g.group, g.G, g.pos) - tau * lse_neg
     hardest = torch.exp(group_max(s.detach() / tau, g.group, g.G, g.neg) - lse_neg.detach())
-    return disco_loss(b, g, s, J, hardest, delta, beta, step)
+    return disco_loss(b, g, s, J, hardest, delta, beta, ctx.step)
 
 
-@register("disco-b", context=("step",), checks=DISCO_CHECKS)
-def disco_b(
-    b: Batch, *, score: str = "loglik", delta: float = 1e-4, beta: float = 1e3, step: StepInfo | None = None
-) -> tuple[Tensor, Stats]:
+@register("disco-b", needs_step=True, checks=DISCO_CHECKS)
+def disco_b(b: Batch, ctx: Context, *, score: str = "loglik", delta: float = 1e-4, beta: float = 1e3) -> Loss:
     """DisCO-b: per group maximise J = mean_{P} s - mean_{N} s, under DisCO's KL constraint. Unit: group.
     Every negative gets the same weight 1/|N| (reported as ``hardest_neg_weight``)."""
     g = groups(b)
     s = disco_score(b, score)
     J = group_mean(s, g.group, g.G, g.pos) - group_mean(s, g.group, g.G, g.neg)
     hardest = 1 / group_sum(g.neg.to(s.dtype), g.group, g.G).clamp(min=1)
-    return disco_loss(b, g, s, J, hardest, delta, beta, step)
+    return disco_loss(b, g, s, J, hardest, delta, beta, ctx.step)
 
 
 @register("copg", reference=True, drops_flat=True, checks={"beta": POSITIVE})
-def copg(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
+def copg(b: Batch, ctx: Context, *, beta: float = 0.1) -> Loss:
     """CoPG: with R'_k = r_k - beta (S_k - S_k_ref), loss = (1/(K-1)) sum_{i<j} (R'_i - R'_j)^2 per group,
     the reference being the run's starting model unless ``--ref``. Off-policy, no importance weight. Unit: group."""
     g = groups(b)
@@ -176,12 +208,11 @@ def copg(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
     pairs = torch.where(same, (R[:, None] - R[None, :]) ** 2, 0.0).sum(1) / 2  # each pair i<j once
     K = group_sum(torch.ones_like(R), g.group, g.G)
     loss = g.mean(group_sum(pairs, g.group, g.G) / (K - 1).clamp(min=1))
-    stats = contrast_stats(g, implicit) | {"kl": kl_stat(b)}
-    return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
+    return contrastive_loss(loss, g, b, score_means(g, implicit) | {"kl": kl_stat(b)})
 
 
 @register("online-dpo", reference=True, drops_flat=True, checks={"beta": POSITIVE})
-def online_dpo(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
+def online_dpo(b: Batch, ctx: Context, *, beta: float = 0.1) -> Loss:
     """Online DPO: per group, -log sigmoid(beta ((S+ - S+_ref) - (S- - S-_ref))) for one pair: the positive
     with the lowest implicit reward beta (S - S_ref) against the negative with the highest (the hardest
     pair, chosen on detached values, so the choice does not depend on the order of the rollouts). The
@@ -193,6 +224,4 @@ def online_dpo(b: Batch, *, beta: float = 0.1) -> tuple[Tensor, Stats]:
     rejected = group_pick(u.detach(), g.group, g.G, g.neg).clamp(max=last)
     loss = g.mean(-F.logsigmoid(u[chosen] - u[rejected]))
     sp, sn = float(g.mean(u[chosen].detach())), float(g.mean(u[rejected].detach()))
-    stats = {"score_pos": sp, "score_neg": sn, "score_gap": sp - sn, "groups_dropped": float(g.dropped)}
-    stats["kl"] = kl_stat(b)
-    return loss, stats | {"units": float(g.units), "entropy": entropy(b)}
+    return contrastive_loss(loss, g, b, {"score_pos": sp, "score_neg": sn, "score_gap": sp - sn, "kl": kl_stat(b)})

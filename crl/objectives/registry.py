@@ -1,16 +1,20 @@
-"""The batch every objective sees, and the registry that makes an objective available by name.
+"""The registries that make objectives, advantage estimators and loss aggregations available by name, and the
+checks of an objective's options.
 
-An objective is registered with what it needs from the trainer, declared rather than guessed:
+An objective (``fn(batch, context, **options) -> Loss``, crl/objectives/batch.py) is registered with what it
+needs from the trainer, declared rather than guessed:
 
-- ``context``: run-time facts passed as keyword arguments (``progress`` in [0, 1] of the planned rounds,
-  ``max_new_tokens`` the generation limit from the rollouts' metadata, ``step`` a ``StepInfo`` with the KL to
-  the behaviour policy over the whole optimiser step, its tokens and its groups);
 - ``reference``: True when it needs a frozen reference model, or the name of the option that turns one on;
+- ``needs_step``: True when it reads ``Context.step`` (a no-grad pass over the whole optimiser step first);
 - ``dynamic_sampling``: True when it expects every group to have a right and a wrong answer (DAPO);
 - ``drops_flat``: True when a group whose rollouts are all right or all wrong adds nothing to its loss, its
   gradient or its units, so the trainer can leave such groups out without changing the update;
 - ``tis``: True when it applies the truncated importance weights of ``train.tis_cap`` (clipped objectives);
 - ``checks``: the valid range of each option (every float option must also be finite).
+
+Advantage estimators (``fn(rewards, groups, eps) -> advantages``) and loss aggregations (``fn(per_token, batch,
+groups, context) -> (loss, units)``) are registered by name as well: the clipped policy-gradient objectives
+compose one of each (crl/objectives/policy_gradient.py).
 """
 
 from __future__ import annotations
@@ -26,52 +30,20 @@ from typing import Any, Callable
 from torch import Tensor
 
 from crl.errors import CrlError
+from crl.objectives.batch import Batch, Context, Groups, Loss
 
-
-@dataclass(frozen=True)
-class Batch:
-    """Whole groups of rollouts, padded to [B, T]; ``group`` numbers the groups 0..G-1."""
-
-    logp: Tensor  # [B, T] log-prob of each taken token under the policy being trained (with grad)
-    old_logp: Tensor  # [B, T] the same under the behaviour policy (no grad)
-    mask: Tensor  # [B, T] float, 1.0 on completion tokens
-    reward: Tensor  # [B] verifier reward
-    group: Tensor  # [B] long, group index in 0..G-1
-    ref_logp: Tensor | None = None  # [B, T] under the frozen reference model, where one is given
-    positive: Tensor | None = None  # [B] bool, the verifier's split; None: reward > 0
-    behaviour_logp: Tensor | None = None  # [B, T] the sampler's own log-probs
-    is_weight: Tensor | None = None  # [B, T] truncated importance weight of each token (train.tis_cap)
-
-    @property
-    def num_groups(self) -> int:
-        return int(self.group.max().item()) + 1 if self.group.numel() else 0
-
-    @property
-    def pos(self) -> Tensor:
-        return self.reward > 0 if self.positive is None else self.positive
-
-
-Stats = dict[str, float]
-Objective = Callable[..., tuple[Tensor, Stats]]
+Objective = Callable[..., Loss]
+Advantage = Callable[[Tensor, Groups, float], Tensor]
+Aggregation = Callable[[Tensor, Batch, Groups, Context], tuple[Tensor, Tensor]]
 Check = tuple[Callable[[Any], bool], str]
-CONTEXT = ("progress", "max_new_tokens", "step")
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """The whole optimiser step, for a term that must be computed over it rather than per micro-batch."""
-
-    kl: float  # masked mean of old_logp - logp over the step's tokens, before this step's update
-    tokens: float  # completion tokens in the step
-    groups: float  # groups in the step
 
 
 @dataclass(frozen=True)
 class Spec:
     """What an objective needs from the trainer (see the module docstring)."""
 
-    context: tuple[str, ...] = ()
     reference: bool | str = False
+    needs_step: bool = False
     dynamic_sampling: bool = False
     drops_flat: bool = False
     tis: bool = False
@@ -91,23 +63,41 @@ def choice(*values: str) -> Check:
 
 
 def register(name: str, **spec: Any) -> Callable[[Objective], Objective]:
-    """Make an objective available to ``crl train --objective NAME`` (padding zeroed on the way in)."""
+    """Make an objective available to ``crl train --objective NAME`` (padding zeroed on the way in; the
+    context defaults to an empty one)."""
 
     def add(fn: Objective) -> Objective:
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} is registered twice")
-        unknown = set(spec.get("context", ())) - set(CONTEXT)
-        if unknown:
-            raise ValueError(f"objective {name!r}: unknown context {unknown}")
+        _add(OBJECTIVES, "objective", name, fn)
 
         @functools.wraps(fn)
-        def run(b: Batch, **kwargs) -> tuple[Tensor, Stats]:
-            return fn(zero_padding(b), **kwargs)
+        def run(b: Batch, context: Context | None = None, **options: Any) -> Loss:
+            return fn(zero_padding(b), context if context is not None else Context(), **options)
 
         OBJECTIVES[name], SPECS[name] = run, Spec(**spec)
         return run
 
     return add
+
+
+ADVANTAGES: dict[str, Advantage] = {}
+AGGREGATIONS: dict[str, Aggregation] = {}
+
+
+def advantage(name: str) -> Callable[[Advantage], Advantage]:
+    """Make an advantage estimator available by name."""
+    return lambda fn: _add(ADVANTAGES, "advantage estimator", name, fn)
+
+
+def aggregation(name: str) -> Callable[[Aggregation], Aggregation]:
+    """Make a loss aggregation available by name."""
+    return lambda fn: _add(AGGREGATIONS, "loss aggregation", name, fn)
+
+
+def _add(registry: dict[str, Callable], kind: str, name: str, fn: Callable) -> Callable:
+    if name in registry:
+        raise ValueError(f"{kind} {name!r} is registered twice")
+    registry[name] = fn
+    return fn
 
 
 def get_objective(name: str) -> Objective:
@@ -122,13 +112,13 @@ def spec(name: str) -> Spec:
 
 
 def options(name: str) -> dict[str, object]:
-    """The tunable keyword options of an objective with their defaults (context arguments excluded)."""
+    """The options of an objective (its keyword-only arguments) with their defaults."""
     params = inspect.signature(get_objective(name)).parameters
-    return {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in spec(name).context}
+    return {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
 
 
 def check_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
-    """``-o NAME=VALUE`` options as the objective's types, each checked: known, the right type, finite, in range."""
+    """``--option NAME=VALUE`` options as the objective's types, each checked: known, the right type, finite, in range."""
     known, hints, checks = options(name), typing.get_type_hints(get_objective(name).__wrapped__), spec(name).checks
     out: dict[str, Any] = {}
     for key, value in given.items():

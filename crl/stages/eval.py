@@ -59,7 +59,8 @@ def majority_correct(preds: list[str | None], rewards: list[float]) -> float:
 
 
 def metrics(samples: pl.DataFrame, k: int) -> pl.DataFrame:
-    """One row per task with avg@k, pass@k, maj@k, mean completion tokens and truncation rate."""
+    """One row per task with avg@k, pass@k, maj@k, mean completion tokens and truncation rate (null for a table
+    scored from another tool, which has no token ids or finish reasons)."""
     per_problem = samples.group_by("task", "prompt_id", maintain_order=True).agg(
         n=pl.len(), c=pl.col("positive").sum(), preds=pl.col("pred"), rewards=pl.col("positive").cast(pl.Float64)
     )
@@ -69,10 +70,11 @@ def metrics(samples: pl.DataFrame, k: int) -> pl.DataFrame:
             lambda s: majority_correct(s["preds"], s["rewards"]), return_dtype=pl.Float64
         ),
     )
+    has = set(samples.columns)  # a table scored from another tool has no token ids or finish reasons: null
     lengths = samples.group_by("task", maintain_order=True).agg(
         avg=pl.col("positive").mean(),
-        mean_tokens=pl.col("completion_ids").list.len().mean(),
-        truncated=(pl.col("finish_reason") == "length").mean(),
+        mean_tokens=pl.col("completion_ids").list.len().mean() if "completion_ids" in has else pl.lit(None, pl.Float64),
+        truncated=(pl.col("finish_reason") == "length").mean() if "finish_reason" in has else pl.lit(None, pl.Float64),
     )
     scores = per_problem.group_by("task", maintain_order=True).agg(
         problems=pl.len(), pass_k=pl.col("pass_k").mean(), maj=pl.col("maj").mean()
@@ -101,7 +103,7 @@ def evaluate(
     paths = [resolve_prompts(t) for t in tasks]
     sets = [load_prompts(p, run.eval.limit) for p in paths]
     if out is not None:
-        check_output(out, overwrite=overwrite, inputs=[*paths, model])
+        out = check_output(out, kind="eval", overwrite=overwrite, inputs=[*paths, model])
     tokenizer = tokenizer or load_tokenizer(model)
     positions = model_positions(model)
     for prompts in sets:  # before an engine starts

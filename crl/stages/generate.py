@@ -85,7 +85,7 @@ def generate(
     path = output_path(out, shard_of)
     if shard_of is not None:
         check_shard_folder(out)
-    check_output(path, overwrite=overwrite, inputs=[resolve_prompts(prompt_set), model])
+    path = check_output(path, kind="rollouts", overwrite=overwrite, inputs=[resolve_prompts(prompt_set), model])
     tokenizer, positions = load_tokenizer(model), model_positions(model)
     check_positions(positions, tokenize_prompts(prompts, run, tokenizer)[1], run.generate.max_new_tokens)  # before an engine starts
     backend = make_backend(run.backend, model)

@@ -1,6 +1,8 @@
-"""Stage 3, train: a verified/ folder and a model in, a checkpoint folder (with optimizer state) out.
+"""Stage 3, train: verified/ folders and a model in, a checkpoint folder (with optimizer state) out.
 
-One round of updates with the ``[train]`` settings (crl/engine/trainer.py does the work). The model may be a
+One round of updates with the ``[train]`` settings (crl/engine/trainer.py does the work), on one verified/
+folder or on several (the stored rounds of a run, for training offline: each prompt of each round is a group
+of its own, and ``epochs`` passes over them all). The model may be a
 previous round's checkpoint: its AdamW state, step and round counters continue, and the objectives that need
 a frozen reference model use the run's starting model recorded there (or ``--ref``). ConSPO's margin
 curriculum runs over ``rounds`` (the planned length of the run). The checkpoint folder appears whole or not
@@ -18,7 +20,7 @@ import polars as pl
 
 from crl.config import RunConfig
 from crl.data.models import resolve_model
-from crl.data.schemas import read_verified
+from crl.data.schemas import read_verified_rounds
 from crl.engine import distributed
 from crl.engine.trainer import Trainer
 from crl.io import check_output
@@ -26,18 +28,19 @@ from crl.objectives import check_options
 
 
 def train(
-    verified: Path, out: Path, run: RunConfig, model: str, *, overwrite: bool = False,
+    verified: list[Path], out: Path, run: RunConfig, model: str, *, overwrite: bool = False,
     on_step: Callable[[dict], None] | None = None,
 ) -> pl.DataFrame:
-    """Run one round of training and write the checkpoint folder; returns the per-step log."""
+    """Run one round of training on the rows of the ``verified`` folders and write the checkpoint folder;
+    returns the per-step log."""
     check_options(run.train.objective, run.train.options)
     if run.train.ref:
         resolve_model(run.train.ref, "--ref")
-    check_output(out, overwrite=overwrite, inputs=[p for p in (verified, model, run.train.ref) if p], folder=True)
-    rows, _, meta = read_verified(verified)
+    out = check_output(out, kind="checkpoint", overwrite=overwrite, inputs=[p for p in (*verified, model, run.train.ref) if p])
+    rows, meta = read_verified_rounds(verified)
     with distributed.session(run.train.device):
         trainer = Trainer(model, run)
-        trainer.check(rows, meta, str(verified))
-        log = trainer.train_round(rows, meta, on_step)
+        trainer.check(rows, meta, ", ".join(map(str, verified)))
+        log = trainer.train_round(rows, meta, on_step).steps
         trainer.save(out, log)
     return log

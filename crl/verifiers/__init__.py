@@ -18,16 +18,13 @@ from dataclasses import dataclass
 
 from crl.errors import CrlError
 
-STATUSES = ("ok", "no_answer", "unparsable", "timeout", "error")
-
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The outcome of checking one completion: the reward, what was read as the answer, and why."""
 
     reward: float  # 1.0 correct, 0.0 otherwise
     pred: str | None  # the extracted answer (normalised text), None when nothing was found
-    status: str  # "ok" | "no_answer" | "unparsable" | "timeout" | "error"
+    status: str  # one of crl.data.schemas.STATUSES: "ok" | "no_answer" | "unparsable" | "timeout" | "error"
 
 
 Verifier = Callable[[str, str], Verdict]
@@ -108,4 +105,4 @@ def verify_many(
 # The built-in verifiers register themselves on import.
 from crl.verifiers import choice, exact, gsm8k, math  # noqa: E402,F401
 
-__all__ = ["REGISTRY", "STATUSES", "Verdict", "get_verifier", "register", "verify_many"]
+__all__ = ["REGISTRY", "Verdict", "get_verifier", "register", "verify_many"]

@@ -1,12 +1,15 @@
 """The `math` verifier: extract the final answer of a completion and test it for mathematical equivalence.
 
-Extraction (`crl/answers/extract.py`): the last answer-bearing span by position (a box, "the final answer is", "the answer is",
-"Answer:", "####"), else the last math span or standalone number, after `</think>` when present; a cut-off final
-box, or an incomplete final answer of a completion stopped by the length limit, is no answer. The gold answer may
-be a bare answer, a MATH solution (its last box) or GSM8K's "... #### 18". Both are normalised (`crl/answers/normalize.py`) and
-compared (`crl/answers/equivalence.py`). Against a gold that is a number, arithmetic on literals left undone ("9+4"
-for 13, `crl/answers/structure.py`) is a wrong answer, not an equal one. Identical strings and integers are settled without sympy, which keeps the
-synthetic-arithmetic path at a few microseconds.
+Extraction (`crl/answers/extract.py`): the last answer-bearing span by position (a box or another family's box
+tokens, "the final answer is", "the answer is", "Answer:", "A:", "# Answer" on a line of its own, "####"), else the
+last math span or standalone number (widened to the plain-text arithmetic around it), after `</think>` when
+present; a cut-off final box, a negated cue ("The answer is not 12."), or an incomplete final answer of a
+completion stopped by the length limit, is no answer. The gold answer may be a bare answer, a MATH solution (its
+last box) or GSM8K's "... #### 18". Both are normalised (`crl/answers/normalize.py`) and compared
+(`crl/answers/equivalence.py`; a decimal matches another value only as its rounding at the decimal's own places).
+Against a gold that is a number, arithmetic on literals left undone ("9+4", "\\frac{26}{2}", "5!",
+`crl/answers/structure.py`) is a wrong answer, not an equal one. Identical strings and integers are settled
+without sympy, which keeps the synthetic-arithmetic path at a few microseconds.
 """
 
 from __future__ import annotations

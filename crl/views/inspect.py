@@ -25,13 +25,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from crl.errors import CrlError
+from crl.data.rounds import ROLLOUTS, SECONDS, TRAIN, eval_columns, groups, metric, section_columns, summary
+from crl.io import check_input
 from crl.data.schemas import VERIFIED_FILES, parquet_files, read_parquet
-from crl.stages.verify import groups, summary
-from crl.views.report import eval_columns
+from crl.errors import CrlError
 from crl.views.tables import clip, counts_table, fmt, header, kv_table, length_table, side_by_side
-
-KINDS = ("metrics", "verified", "train_log", "eval", "rollouts", "prompts")
 
 
 def _columns(path: Path) -> set[str]:
@@ -66,7 +64,7 @@ def _kind_of_file(path: Path) -> str | None:
 
 def detect(path: str | Path) -> tuple[str, Path]:
     """The kind of crl output at ``path`` and the file or folder to read for it."""
-    path = Path(path)
+    path = check_input(path)
     if not path.exists():
         raise CrlError(f"{path}: no such file or folder")
     if path.is_dir():
@@ -246,7 +244,10 @@ def summarize_train_log(path: Path, prompt_id: str | None, n: int) -> list[Rende
     items = {"steps": log.height, "epochs": log["epoch"].n_unique() if "epoch" in log.columns else None}
     state = path.parent / "trainer_state.json"
     if state.is_file():
-        items.update({f"state {k}": v for k, v in json.loads(state.read_text()).items()})
+        try:
+            items.update({f"state {k}": v for k, v in json.loads(state.read_text()).items()})
+        except (ValueError, AttributeError):  # cut short or not an object: shown, since inspect is how one finds out
+            items["state"] = f"{state.name} is damaged"
     return [header("train_log", path), kv_table("summary", items), trend_table(log, "per-step statistics", order, _numeric(log, ("step", "epoch")))]
 
 
@@ -256,17 +257,17 @@ def summarize_metrics(path: Path, prompt_id: str | None, n: int) -> list[Rendera
         raise CrlError(f"{path}: holds no finished rounds")
     evals = eval_columns(m)
     items = {"rounds": m.height, "last round": m["round"].max(), "eval rounds": m.drop_nulls(evals[:1]).height if evals else 0}
-    seconds = [c for c in m.columns if c.startswith("seconds/")]
-    if "seconds/round" in m.columns:
-        items["seconds in rounds"] = float(m["seconds/round"].sum())
-    groups = [
-        ("held-out evaluation", evals + [c for c in m.columns if c.endswith(("/mean_tokens", "/truncated")) and not c.startswith("rollouts/")]),
-        ("rollouts", [c for c in m.columns if c.startswith("rollouts/")]),
-        ("training (mean per round)", [c for c in m.columns if c.startswith("train/")]),
-        ("seconds", seconds),
+    if metric(SECONDS, "round") in m.columns:
+        items["seconds in rounds"] = float(m[metric(SECONDS, "round")].sum())
+    held_out = [c for c in m.columns if c.endswith(("/mean_tokens", "/truncated")) and not c.startswith(f"{ROLLOUTS}/")]
+    sections = [
+        ("held-out evaluation", evals + held_out),
+        ("rollouts", section_columns(m, ROLLOUTS)),
+        ("training (per round)", section_columns(m, TRAIN)),
+        ("seconds", section_columns(m, SECONDS)),
     ]
     out: list[RenderableType] = [header("metrics", path), kv_table("summary", items)]
-    for title, cols in groups:
+    for title, cols in sections:
         cols = [c for c in cols if m.schema[c].is_numeric()]
         if cols:
             out.append(trend_table(m, title, "round", cols))

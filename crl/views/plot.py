@@ -4,7 +4,8 @@
 solid, pass@k dashed, maj@k dotted), the training pass rate, the share of groups that are mixed (the only
 groups a contrastive or group-relative objective learns from) beside all-correct and all-wrong, the mean
 completion length (training rollouts and held-out), the loss, and the gradient norm.
-``train.png``: every ``train/*`` statistic the objective logged (its per-round means), one panel each.
+``train.png``: every ``train/*`` statistic the objective logged (per round: counts summed, the rest averaged
+over its steps), one panel each.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
-from crl.errors import CrlError
-from crl.views.report import eval_columns
+from crl.data.rounds import ROLLOUTS, TRAIN, eval_columns, metric, section_columns
 from crl.data.schemas import read_parquet
-from crl.io import atomic_path, check_output, read_metadata
+from crl.errors import CrlError
+from crl.io import KIND_KEY, atomic_path, check_output, read_metadata
 
 EVAL_KINDS = (("avg@", "-"), ("pass@", "--"), ("maj@", ":"))
 
@@ -88,44 +89,42 @@ def draw_overview(fig, table: pl.DataFrame) -> None:
     _finish(ax, "held-out accuracy", "accuracy", unit=True, xlim=xlim)
 
     ax = axes[1]
-    _line(ax, table, "rollouts/pass_rate", "pass rate", color="C0")
+    _line(ax, table, metric(ROLLOUTS, "pass_rate"), "pass rate", color="C0")
     _finish(ax, "training rollouts: pass rate", "share correct", unit=True, xlim=xlim)
 
     ax = axes[2]
-    if "rollouts/groups" in table.columns:
+    if metric(ROLLOUTS, "groups") in table.columns:
         shares = table.with_columns(
-            [(pl.col(f"rollouts/{k}") / pl.col("rollouts/groups")).alias(k) for k in ("mixed", "all_positive", "all_negative")
-             if f"rollouts/{k}" in table.columns]
+            [(pl.col(metric(ROLLOUTS, k)) / pl.col(metric(ROLLOUTS, "groups"))).alias(k) for k in ("mixed", "all_positive", "all_negative")
+             if metric(ROLLOUTS, k) in table.columns]
         )
         for k, color in (("mixed", "C2"), ("all_positive", "C0"), ("all_negative", "C3")):
             _line(ax, shares, k, k.replace("_", " "), color=color)
     _finish(ax, "share of groups (prompts)", "share", unit=True, xlim=xlim)
 
     ax = axes[3]
-    _line(ax, table, "rollouts/mean_completion_tokens", "training rollouts", color="C0")
+    _line(ax, table, metric(ROLLOUTS, "mean_completion_tokens"), "training rollouts", color="C0")
     for i, task in enumerate(eval_tasks(table)):
         _line(ax, table, f"{task}/mean_tokens", task, linestyle="--", color=colors[(i + 1) % 10])
     _finish(ax, "mean completion length", "tokens", xlim=xlim)
 
     ax = axes[4]
-    _line(ax, table, "train/loss", "loss", color="C1")
+    _line(ax, table, metric(TRAIN, "loss"), "loss", color="C1")
     _finish(ax, "training loss (mean per round)", xlim=xlim)
 
     ax = axes[5]
-    other = next((c for c in ("train/grad_norm", "train/entropy", "train/kl") if c in table.columns), None)
-    if other:
-        _line(ax, table, other, other.split("/", 1)[1], color="C4")
-    _finish(ax, (other or "train/grad_norm").split("/", 1)[1].replace("_", " ") + " (mean per round)", xlim=xlim)
+    name = next((k for k in ("grad_norm", "entropy", "kl") if metric(TRAIN, k) in table.columns), "grad_norm")
+    _line(ax, table, metric(TRAIN, name), name, color="C4")
+    _finish(ax, name.replace("_", " ") + " (mean per round)", xlim=xlim)
 
 
 def train_columns(table: pl.DataFrame) -> list[str]:
     """``train/*`` columns that vary over the run (constants such as the learning rate say nothing)."""
     cols = []
-    for c in table.columns:
-        if c.startswith("train/") and c != "train/seconds" and table.schema[c].is_numeric():
-            _, y = series(table, c)
-            if len(y) and (len(y) == 1 or max(y) != min(y)):
-                cols.append(c)
+    for c in section_columns(table, TRAIN):
+        _, y = series(table, c)
+        if len(y) and (len(y) == 1 or max(y) != min(y)):
+            cols.append(c)
     return cols
 
 
@@ -143,7 +142,7 @@ def draw_train(fig, table: pl.DataFrame, columns: list[str]) -> None:
 
 def _save(fig, path: Path, dpi: int) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={KIND_KEY: "plot"})  # crl's marker (crl/io.py)
     return path
 
 
@@ -152,7 +151,7 @@ def plot_run(run: str | Path, out: Path | None = None, dpi: int = 110, overwrite
     folder, table = load_metrics(run)
     out = Path(out) if out is not None else folder / "plots"
     for name in ("metrics.png", "train.png"):
-        check_output(out / name, overwrite=overwrite, inputs=[run])
+        check_output(out / name, kind="plot", overwrite=overwrite, inputs=[folder / "metrics.parquet"])
     import matplotlib  # after the checks: its first import writes a font cache under HOME
 
     matplotlib.use("Agg", force=True)
@@ -167,7 +166,7 @@ def plot_run(run: str | Path, out: Path | None = None, dpi: int = 110, overwrite
     if columns:
         ncols = min(4, len(columns))
         fig = Figure(figsize=(3.3 * ncols, 2.6 * math.ceil(len(columns) / ncols) + 0.5), layout="constrained")
-        fig.suptitle(f"{title}: training statistics (mean per round)", fontsize=11)
+        fig.suptitle(f"{title}: training statistics per round (counts summed, the rest averaged over its steps)", fontsize=11)
         draw_train(fig, table, columns)
         written.append(_save(fig, out / "train.png", dpi))
     return written

@@ -1,6 +1,6 @@
 """The result tables the commands print (on standard output; progress and messages go to standard error):
 a verify summary, per-task evaluation metrics, and a run's rounds with the held-out accuracy before and after.
-``eval_columns`` is the one definition of which metrics columns are held-out evaluations."""
+The metrics' names are those of crl/data/rounds.py."""
 
 from __future__ import annotations
 
@@ -11,14 +11,11 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from crl.data.rounds import ROLLOUTS, SECONDS, TRAIN, eval_columns, metric
+
 stdout = Console()
-ROUND_COLUMNS = ("rollouts/pass_rate", "rollouts/mixed", "train/loss", "train/grad_norm", "rollouts/mean_completion_tokens")
-EVAL_METRICS = ("/avg@", "/pass@", "/maj@")
-
-
-def eval_columns(table: pl.DataFrame) -> list[str]:
-    """The held-out metric columns of a metrics table (``TASK/avg@k``, ``TASK/pass@k``, ``TASK/maj@k``)."""
-    return [c for c in table.columns if any(m in c for m in EVAL_METRICS)]
+ROUND_COLUMNS = (metric(ROLLOUTS, "pass_rate"), metric(ROLLOUTS, "mixed"), metric(TRAIN, "loss"), metric(TRAIN, "grad_norm"),
+                 metric(ROLLOUTS, "mean_completion_tokens"))
 
 
 def _cell(v: Any) -> str:
@@ -65,6 +62,7 @@ def print_run(table: pl.DataFrame, run: Path) -> None:
         first, last = evals.row(0, named=True), evals.row(-1, named=True)
         for c in eval_columns(table):
             stdout.print(f"{c}: round {first['round']} {first[c]:.3f} -> round {last['round']} {last[c]:.3f} ({100 * (last[c] - first[c]):+.1f} points)")
-    if "seconds/round" in table.columns:
-        evaluation = table["seconds/eval"].sum() if "seconds/eval" in table.columns else 0.0
-        stdout.print(f"time in rounds: {table['seconds/round'].sum():.0f} s, evaluation: {evaluation:.0f} s")
+    in_rounds, evaluation = metric(SECONDS, "round"), metric(SECONDS, "eval")
+    if in_rounds in table.columns:
+        spent = table[evaluation].sum() if evaluation in table.columns else 0.0
+        stdout.print(f"time in rounds: {table[in_rounds].sum():.0f} s, evaluation: {spent:.0f} s")

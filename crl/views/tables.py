@@ -12,6 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from crl.data.rounds import group_counts, mixed
 from crl.errors import CrlError
 
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 0.99, 1.0)
@@ -74,10 +75,9 @@ def pick_prompt(rows: pl.DataFrame, prompt_id: str | None) -> str:
             raise CrlError(f"--prompt {prompt_id}: no such prompt_id here (e.g. {', '.join(ids.unique(maintain_order=True).head(3).to_list())})")
         return prompt_id
     if "positive" in rows.columns:
-        per = rows.group_by("prompt_id", maintain_order=True).agg(rate=pl.col("positive").mean())
-        mixed = per.filter((pl.col("rate") > 0) & (pl.col("rate") < 1))
-        if mixed.height:
-            return mixed.sort((pl.col("rate") - 0.5).abs(), maintain_order=True)["prompt_id"][0]
+        per = group_counts(rows).filter(mixed(pl.col("n_pos"), pl.col("n")))
+        if per.height:
+            return per.sort((pl.col("n_pos") / pl.col("n") - 0.5).abs(), maintain_order=True)["prompt_id"][0]
     return ids[0]
 
 

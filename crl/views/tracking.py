@@ -23,9 +23,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from crl.config.settings import TRACKERS
 from crl.errors import CrlError
-
-KINDS = ("none", "tensorboard", "wandb")
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -69,16 +68,24 @@ class Tracker:
         self.close()
 
 
+def _missing(kind: str) -> CrlError:
+    return CrlError(f"--log-to {kind}: the {kind} package is missing (pip install 'crl[{kind}]')")
+
+
+def _imported(module: str, kind: str) -> Any:
+    """``module``, or one line naming the extra that installs it."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        raise _missing(kind) from None
+
+
 class TensorBoardTracker(Tracker):
     kind = "tensorboard"
 
     def __init__(self, run_dir: Path, config: Mapping[str, Any]) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise CrlError("--log-to tensorboard: the tensorboard package is missing (pip install 'crl[tensorboard]')") from None
         self.log_dir = Path(run_dir) / "tensorboard"
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self.writer = _imported("torch.utils.tensorboard", self.kind).SummaryWriter(log_dir=str(self.log_dir))
         if config:
             text = "\n".join(f"    {k} = {v!r}" for k, v in flat_config(config).items())
             self.writer.add_text("config", text, 0)
@@ -98,10 +105,7 @@ class WandbTracker(Tracker):
     kind = "wandb"
 
     def __init__(self, run_dir: Path, config: Mapping[str, Any]) -> None:
-        try:
-            import wandb
-        except ImportError:
-            raise CrlError("--log-to wandb: the wandb package is missing (pip install 'crl[wandb]')") from None
+        wandb = _imported("wandb", self.kind)
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
@@ -133,9 +137,9 @@ def check_tracker(kind: str) -> None:
     """Refuse, before any work, a tracker that is unknown or whose package is not installed."""
     package = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
     if kind not in package:
-        raise CrlError(f"--log-to {kind}: unknown tracker; choose one of {', '.join(KINDS)}")
+        raise CrlError(f"--log-to {kind}: unknown tracker; choose one of {', '.join(TRACKERS)}")
     if package[kind] and importlib.util.find_spec(package[kind]) is None:
-        raise CrlError(f"--log-to {kind}: the {package[kind]} package is missing (pip install 'crl[{kind}]')")
+        raise _missing(kind)
 
 
 def open_tracker(kind: str, run_dir: str | Path, config: Mapping[str, Any] | None = None) -> Tracker:
@@ -147,4 +151,4 @@ def open_tracker(kind: str, run_dir: str | Path, config: Mapping[str, Any] | Non
         return TensorBoardTracker(Path(run_dir), config or {})
     if kind == "wandb":
         return WandbTracker(Path(run_dir), config or {})
-    raise CrlError(f"--log-to {kind}: unknown tracker; choose one of {', '.join(KINDS)}")
+    raise CrlError(f"--log-to {kind}: unknown tracker; choose one of {', '.join(TRACKERS)}")
