@@ -35,6 +35,7 @@ from crl.engine.policy import Runtime, decide
 from crl.errors import CrlError
 from crl.objectives import check_options, needs_reference
 from crl.stages.generate import tokenize_prompts
+from crl.stages.sampling import dynamic_sampling
 
 HF_BATCH = 64  # prompts per batch of crl's sampler (crl/engine/backends/hf.py)
 PROBE_STEPS = 8  # decoding steps the sampling probe times
@@ -87,7 +88,7 @@ def worst_micro_batch(run: RunConfig, rt: Runtime, prompt_lengths: list[int]) ->
     """The micro-batch that computes the most tokens: for each prompt length, as many whole groups as the budget
     lets in (at least one, at most a step's), every completion at max_new_tokens."""
     n, completion = run.generate.n, run.generate.max_new_tokens
-    per_step = math.ceil(run.prompts_per_round / run.train.minibatches)
+    per_step = groups_per_step(run)
     candidates = []
     for prompt in sorted(set(prompt_lengths)):
         groups = min(per_step, max(1, rt.token_budget // (n * (prompt + completion))))
@@ -95,20 +96,25 @@ def worst_micro_batch(run: RunConfig, rt: Runtime, prompt_lengths: list[int]) ->
     return max(candidates, key=lambda mb: (mb.tokens, mb.rows * (mb.prompt + mb.completion)))
 
 
+def groups_per_step(run: RunConfig) -> int:
+    """The most groups one optimiser step trains: the round's, and with ``train.replay`` those of earlier rounds."""
+    return math.ceil(run.prompts_per_round * run.train.replay / run.train.minibatches)
+
+
 def arithmetic(run: RunConfig, rt: Runtime, work: Workload) -> dict[str, Any]:
     """What one round samples and trains, at most."""
-    from crl.stages.iterate import dynamic_sampling  # here: iterate imports this module
-
     n, completion, longest = run.generate.n, run.generate.max_new_tokens, max(work.prompts)
     rollouts = run.prompts_per_round * n
-    per_step = math.ceil(run.prompts_per_round / run.train.minibatches)
+    trained = rollouts * run.train.replay
+    per_step = groups_per_step(run)
     fit = max(1, rt.token_budget // (n * (longest + completion)))
     draws = f", sampled in up to {run.generate.max_attempts} draws (dynamic sampling)" if dynamic_sampling(run) else ""
     return {
-        "prompts x samples": f"{run.prompts_per_round} x {n} = {rollouts} rollouts trained{draws}",
+        "prompts x samples": f"{run.prompts_per_round} x {n} = {rollouts} rollouts sampled{draws}"
+        + (f", trained with up to {run.train.replay - 1} earlier rounds' (train.replay)" if run.train.replay > 1 else ""),
         "prompt tokens": f"{min(work.prompts)} to {longest}",
         "tokens sampled": rollouts * completion,
-        "tokens trained": rollouts * (longest + completion),
+        "tokens trained": trained * (longest + completion),
         "optimiser steps": run.train.epochs * run.train.minibatches,
         "groups per step": per_step,
         "micro-batches per step": math.ceil(per_step / fit),
@@ -275,7 +281,7 @@ def synthetic_round(mb: MicroBatch, tokenizer: Any, fingerprint: str, temperatur
         prompt = torch.randint(0, vocab, (mb.prompt,), generator=g).tolist()
         for i in range(mb.n):
             completion = [t if t != eos else (t + 1) % vocab for t in torch.randint(0, vocab, (mb.completion,), generator=g).tolist()]
-            rows.append({"prompt_id": f"probe-{k}", "sample": i, "prompt_ids": prompt, "completion_ids": completion,
+            rows.append({"round": 0, "prompt_id": f"probe-{k}", "sample": i, "prompt_ids": prompt, "completion_ids": completion,
                          "logprobs": [-math.log(vocab)] * mb.completion, "reward": float(i % 2), "positive": bool(i % 2)})
     meta = RolloutMeta(Sampling(n=mb.n, temperature=temperature or 1.0, max_new_tokens=mb.completion), fingerprint)
     return pl.DataFrame(rows), meta
