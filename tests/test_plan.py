@@ -4,11 +4,13 @@ micro-batch, the command's output, and a configuration that does not fit refused
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from crl.config import resolve
+from crl.data.models import resolve_model
 from crl.engine import memory
 from crl.engine.logprobs import TokenSeq, completion_logprobs
 from crl.engine.memory import MicroBatch, Precision
@@ -100,3 +102,23 @@ def test_a_run_that_does_not_fit_is_refused_before_the_model_loads(cli, tmp_path
     suggested = err.rsplit("train.token_budget = ", 1)[1].split()[0]
     code, _, err = cli("plan", "--no-probe", *big, "--set", f"train.token_budget={suggested}")
     assert code == 0, err
+
+
+def test_the_gpu_recipe_is_accepted_by_plan(cli, tmp_path):
+    """recipes/qwen2.5-math-1.5b-math.toml as a user's first GPU run reads it: crl plan takes the file whole, with
+    a model of 4,096 positions in place of the hub's (the shipped tokenizer, Qwen2's layout) and the shipped sets."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    shipped = Path(resolve_model("tiny-arith"))
+    tokenizer = AutoTokenizer.from_pretrained(shipped)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path / "qwen")
+    tokenizer.save_pretrained(tmp_path / "qwen")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "qwen2.5-math-1.5b-math.toml"
+    code, out, err = cli("plan", "--config", recipe, "--model", tmp_path / "qwen", "--prompts", "arith_train",
+                         "--eval-task", "arith_test", "--no-probe", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["arithmetic"]["prompts x samples"].startswith("64 x 8 = 512 rollouts")
+    assert plan["runtime"]["token_budget"] > 0 and plan["memory_gib"]["peak"] > 0
