@@ -87,7 +87,8 @@ def run_mode(model: str, mode: str, updates: int) -> dict:
     from crl.engine.trainer import Trainer
     from crl.stages import plan as planning
     from crl.stages.generate import rollout_rows
-    from crl.stages.iterate import check_run, round_prompts
+    from crl.stages.iterate import check_run
+    from crl.stages.sampling import round_prompts
     from crl.stages.verify import score
 
     run = resolve([(settings(model, mode), "bench")]).config
@@ -118,7 +119,7 @@ def run_mode(model: str, mode: str, updates: int) -> dict:
                 log = trainer.train_round(scored, RolloutMeta.read(meta, "bench"))
                 gen.after_training()
                 entry.update(sync_s=gen.seconds["sync"], sleep_s=gen.seconds["sleep"], wake_s=gen.seconds["wake"],
-                             groups=int(log["groups"].sum()) if "groups" in log.columns else 0)
+                             groups=int(log.steps["groups"].sum()) if "groups" in log.steps.columns else 0)
             out["rounds"].append(entry)
             print(f"  {mode} round {r}: gap mean {mean:.2e} max {largest:.2e}" +
                   (f", sync {entry['sync_s']:.2f} s" if "sync_s" in entry else ""), file=sys.stderr, flush=True)
