@@ -60,7 +60,9 @@ def run(cwd: Path, out: Path, settings: list[str], env: dict) -> pl.DataFrame:
 
 def measure(rounds: int, seeds: list[int], baseline: str, objective: str, folder: Path) -> list[dict]:
     rows = []
-    every = ["--set", f"eval.every={max(rounds // 6, 1)}"], ["--set", f"eval_every={max(rounds // 6, 1)}"]
+    typed = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{baseline}:crl/config/settings.py"]).returncode == 0
+    old_key = "eval.every" if typed else "eval_every"  # the first release's setting, before the typed configuration
+    every = ["--set", f"eval.every={max(rounds // 6, 1)}"], ["--set", f"{old_key}={max(rounds // 6, 1)}"]
     with tempfile.TemporaryDirectory(prefix="crl-baseline-") as tree:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", tree, baseline], check=True)
         try:
