@@ -82,14 +82,22 @@ def _literal(where: str, text: str) -> Any:
         raise CrlError(f"{where}: cannot read {text!r}") from None
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["train.lr=1e-4", "rounds=3", "train.options.tau=5"]`` as a nested table of strings."""
-    out: dict[str, Any] = {}
+def assignments(items: list[str], flag: str, form: str) -> list[tuple[str, str, str]]:
+    """Each ``KEY=VALUE`` item of a repeatable flag as (item, key, value); one line naming the flag otherwise."""
+    out = []
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise CrlError(f"--set {item}: expected section.key=value")
-        *path, last = key.strip().split(".")
+            raise CrlError(f"{flag} {item}: expected {form}")
+        out.append((item, key.strip(), value))
+    return out
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-4", "rounds=3", "train.options.tau=5"]`` as a nested table of strings."""
+    out: dict[str, Any] = {}
+    for item, key, value in assignments(items, "--set", "section.key=value"):
+        *path, last = key.split(".")
         node = out
         for part in path:
             node = node.setdefault(part, {})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from crl.config.resolve import assignments
 from crl.errors import CrlError
 
 PREFIX = "reasoning-gym:"
@@ -27,14 +28,11 @@ def is_generator(source: str) -> bool:
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``["min_words=5", "letters=ab"]`` as ``{"min_words": 5, "letters": "ab"}``: JSON values where they parse."""
     out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CrlError(f"--param {item}: expected KEY=VALUE")
+    for _, key, value in assignments(items, "--param", "KEY=VALUE"):
         try:
-            out[key.strip()] = json.loads(value)
+            out[key] = json.loads(value)
         except json.JSONDecodeError:
-            out[key.strip()] = value
+            out[key] = value
     return out
 
 
