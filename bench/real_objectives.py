@@ -19,8 +19,10 @@ training, the seconds of the whole run (rounds, evaluations and saves), the held
 tokens and per hour, and the round means of the quantities that explain a result (entropy, completion length,
 score gap, weight of the hardest negative, groups dropped, clip fraction). A run already finished is read, not
 redone, so the sweep runs in parts (``--tasks``, ``--objectives``, ``--seeds``, ``--arms``) across sessions, and
-``--report`` prints the table of every finished run. Checkpoints are deleted once a run is finished (a SmolLM2
-state is 1.6 GB) except the dapo states the offline arm starts from.
+``--report`` prints the table of every finished run: the ones under OUT and the rows of the earlier OUT.json that
+no folder here replaces (bench/results/real.json is committed, so a part finished on another machine counts).
+Checkpoints are deleted once a run is finished (a SmolLM2 state is 1.6 GB) except the dapo states the offline arm
+starts from.
 
     python bench/real_objectives.py --tasks arith --objectives dapo grpo --seeds 0      # a part of the sweep
     python bench/real_objectives.py --arms replay offline --seeds 0 1 2
@@ -218,6 +220,19 @@ def finished_rows(out: Path) -> list[dict]:
     return rows
 
 
+def with_earlier(report: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` with the rows of an earlier report that no run folder here replaces: the report is committed
+    (bench/results/real.json), so runs finished in another session or on another machine stay in the table."""
+    def key(r: dict) -> tuple:
+        return r["task"], r["arm"], r["objective"], r["seed"]
+
+    earlier = json.loads(report.read_text())["rows"] if report.is_file() else []
+    fresh = {key(r) for r in rows}
+    order = {name: i for i, name in enumerate(OBJECTIVES)}
+    everything = rows + [r for r in earlier if key(r) not in fresh]
+    return sorted(everything, key=lambda r: (r["task"], r["arm"], order.get(r["objective"].split()[0], 99), r["objective"], r["seed"]))
+
+
 def plot(out: Path, rows: list[dict]) -> Path:
     """Per task, the round curves of each online objective (mean over seeds): training pass rate, entropy,
     completion length, score gap, weight of the hardest negative, groups dropped."""
@@ -285,11 +300,12 @@ def main() -> None:
                 for state in (run / CHECKPOINTS).glob("round-*"):
                     if state not in keep and finished(run, load_toml(run / "config.toml")["rounds"]):
                         shutil.rmtree(state)
-    rows = finished_rows(args.out)
+    report = args.out.with_suffix(".json")
+    rows = with_earlier(report, finished_rows(args.out))
     if not rows:
-        raise SystemExit(f"no finished run under {args.out}")
+        raise SystemExit(f"no finished run under {args.out} and no earlier table at {report}")
     Console(width=250).print(table(rows))
-    args.out.with_suffix(".json").write_text(json.dumps({"load_average": os.getloadavg(), "rows": rows}, indent=2) + "\n")
+    report.write_text(json.dumps({"load_average": os.getloadavg(), "rows": rows}, indent=2) + "\n")
     if args.plot:
         print(f"figure: {plot(args.out, rows)}")
 
