@@ -126,11 +126,17 @@ def online(task: Task, objective: str, seed: int, out: Path, settings: dict, kee
     return run
 
 
+def evaluation(path: Path) -> dict:
+    """An eval output's figures as metrics.parquet names them (TASK/avg@4, ...)."""
+    return {f"{r['task']}/{k}": v for r in read_metadata(path)["metrics"] for k, v in r.items() if k not in ("task", "problems", "k")}
+
+
 def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Path) -> Path:
     """``crl train`` over the verified/ folders of the base run's rounds 1..n from its state after round n, then
     ``crl eval`` with the base run's settings, as recipes/offline-smollm2.sh does; the run folder's
-    metrics.parquet holds the base run's rounds 1..n and a last row for the offline pass (its training seconds
-    from train_log.parquet, its evaluation's wall time)."""
+    metrics.parquet holds the base run's rounds 1..n, round n with the evaluation of the state the pass starts
+    from, and a last row for the offline pass (its training seconds from train_log.parquet, its evaluation's wall
+    time)."""
     run = out / f"{base.name}-n{n}-e{epochs}-{objective}"
     if (run / "metrics.parquet").is_file():
         return run
@@ -146,10 +152,11 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     crl("eval", *load_toml(config)["eval"]["tasks"], "--config", config, "--model", run / "checkpoint", "--out", run / "eval.parquet")
     seconds_eval = time.perf_counter() - start
     shutil.rmtree(run / "checkpoint")
-    metrics = read_metadata(run / "eval.parquet")["metrics"]
-    after = {f"{row['task']}/{k}": v for row in metrics for k, v in row.items() if k not in ("task", "problems", "n")}
-    base_metrics = pl.read_parquet(base / "metrics.parquet").filter(pl.col("round") <= n)
-    last = pl.DataFrame([{"round": n + 1, "seconds/train": seconds_train, "seconds/round": seconds_train, "seconds/eval": seconds_eval, **after}])
+    crl("eval", *load_toml(config)["eval"]["tasks"], "--config", config, "--model", checkpoint_dir(base, n), "--out", run / "start.parquet")
+    start_row = pl.DataFrame([{"round": n, **evaluation(run / "start.parquet")}])
+    base_metrics = pl.read_parquet(base / "metrics.parquet").filter(pl.col("round") <= n).update(start_row, on="round")
+    last = pl.DataFrame([{"round": n + 1, "seconds/train": seconds_train, "seconds/round": seconds_train,
+                          "seconds/eval": seconds_eval, **evaluation(run / "eval.parquet")}])
     pl.concat([base_metrics, last], how="diagonal_relaxed").write_parquet(run / "metrics.parquet")
     (run / "arm.json").write_text(json.dumps({"base": str(base), "n": n, "epochs": epochs, "objective": objective}))
     return run
@@ -170,6 +177,7 @@ def row(run: Path, task: str, arm: str, objective: str, seed: int) -> dict:
         "pass_before": float(evals[pass_][0]), "pass_after": float(evals[pass_][-1]),
         "sampled_tokens": sampled, "seconds": seconds, "seconds_per_round": float(m["seconds/round"].drop_nulls().mean()),
         "gain_per_mtok": 1e6 * gain / max(sampled, 1.0), "gain_per_hour": 3600 * gain / max(seconds, 1e-9),
+        "start_of_last_pass": float(evals[avg][-2]) if evals.height > 2 else None,  # the offline pass's start state
     }
     for name in ANALYSIS:
         column = next((c for c in (f"train/{name}", f"rollouts/{name}") if c in m.columns), None)
@@ -179,7 +187,7 @@ def row(run: Path, task: str, arm: str, objective: str, seed: int) -> dict:
 
 def table(rows: list[dict]) -> Table:
     out = Table(title=f"SmolLM2-135M-Instruct: held-out {rows[0]['metric'].split('/')[-1]} before -> after, mean ± sd over seeds")
-    columns = ("task", "arm", "objective", "seeds", "before", "after", "gain (points)", "pass after", "s / round",
+    columns = ("task", "arm", "objective", "seeds", "before", "pass start", "after", "gain (points)", "pass after", "s / round",
                "run (s)", "gain / Mtok", "gain / h", "entropy", "length", "score gap", "hardest neg w", "dropped", "clip")
     for col in columns:
         out.add_column(col, justify="left" if col in ("task", "arm", "objective") else "right")
@@ -193,7 +201,7 @@ def table(rows: list[dict]) -> Table:
             return fmt.format(statistics.mean(values)) + (f" ± {fmt.format(statistics.stdev(values))}" if len(values) > 1 else "")
 
         gains = [100 * (r["after"] - r["before"]) for r in group]
-        out.add_row(*key, str(len(group)), ms("before"), ms("after"), f"{statistics.mean(gains):+.1f}", ms("pass_after"),
+        out.add_row(*key, str(len(group)), ms("before"), ms("start_of_last_pass"), ms("after"), f"{statistics.mean(gains):+.1f}", ms("pass_after"),
                     ms("seconds_per_round", "{:.0f}"), ms("seconds", "{:.0f}"), ms("gain_per_mtok", "{:.2f}"),
                     ms("gain_per_hour", "{:.2f}"), ms("entropy", "{:.2f}"), ms("mean_completion_tokens", "{:.1f}"),
                     ms("score_gap", "{:.3f}"), ms("hardest_neg_weight", "{:.2f}"), ms("groups_dropped", "{:.1f}"),
