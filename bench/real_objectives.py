@@ -135,8 +135,8 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     """``crl train`` over the verified/ folders of the base run's rounds 1..n from its state after round n, then
     ``crl eval`` with the base run's settings, as recipes/offline-smollm2.sh does; the run folder's
     metrics.parquet holds the base run's rounds 1..n, round n with the evaluation of the state the pass starts
-    from, and a last row for the offline pass (its training seconds from train_log.parquet, its evaluation's wall
-    time)."""
+    from, and a last row for the offline pass (its training seconds and statistics from train_log.parquet, kept
+    in the run folder, its evaluation's wall time)."""
     run = out / f"{base.name}-n{n}-e{epochs}-{objective}"
     if (run / "metrics.parquet").is_file():
         return run
@@ -147,7 +147,12 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     crl("train", *[round_dir(base, r) / "verified" for r in range(1, n + 1)], "--config", config, "--model",
         checkpoint_dir(base, n), "--objective", objective, "--epochs", epochs, "--minibatches", minibatches,
         "--out", run / "checkpoint")
-    seconds_train = float(pl.read_parquet(run / "checkpoint" / "train_log.parquet")["seconds"].max())
+    log = pl.read_parquet(run / "checkpoint" / "train_log.parquet")
+    shutil.copy(run / "checkpoint" / "train_log.parquet", run / "train_log.parquet")
+    seconds_train = float(log["seconds"].max())
+    # the pass's quantities of item 4, per stored round passed over as iterate logs them per round
+    stats = {f"train/{k}": float(log[k].sum()) / (n * epochs) if k == "groups_dropped" else float(log[k].mean())
+             for k in ANALYSIS if k in log.columns and log[k].drop_nulls().len()}
     start = time.perf_counter()
     crl("eval", *load_toml(config)["eval"]["tasks"], "--config", config, "--model", run / "checkpoint", "--out", run / "eval.parquet")
     seconds_eval = time.perf_counter() - start
@@ -156,14 +161,15 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     start_row = pl.DataFrame([{"round": n, **evaluation(run / "start.parquet")}])
     base_metrics = pl.read_parquet(base / "metrics.parquet").filter(pl.col("round") <= n).update(start_row, on="round")
     last = pl.DataFrame([{"round": n + 1, "seconds/train": seconds_train, "seconds/round": seconds_train,
-                          "seconds/eval": seconds_eval, **evaluation(run / "eval.parquet")}])
+                          "seconds/eval": seconds_eval, **stats, **evaluation(run / "eval.parquet")}])
     pl.concat([base_metrics, last], how="diagonal_relaxed").write_parquet(run / "metrics.parquet")
     (run / "arm.json").write_text(json.dumps({"base": str(base), "n": n, "epochs": epochs, "objective": objective}))
     return run
 
 
 def row(run: Path, task: str, arm: str, objective: str, seed: int) -> dict:
-    """A finished run's figures, read from its metrics.parquet."""
+    """A finished run's figures, read from its metrics.parquet; the offline arm's quantities of item 4 are its
+    pass's (the last row), not its warm-up's."""
     m = pl.read_parquet(run / "metrics.parquet").sort("round")
     avg = next(c for c in m.columns if "/avg@" in c)
     pass_ = next(c for c in m.columns if "/pass@" in c)
@@ -179,9 +185,10 @@ def row(run: Path, task: str, arm: str, objective: str, seed: int) -> dict:
         "gain_per_mtok": 1e6 * gain / max(sampled, 1.0), "gain_per_hour": 3600 * gain / max(seconds, 1e-9),
         "start_of_last_pass": float(evals[avg][-2]) if evals.height > 2 else None,  # the offline pass's start state
     }
+    rounds = m.tail(1) if arm == "offline" else m
     for name in ANALYSIS:
-        column = next((c for c in (f"train/{name}", f"rollouts/{name}") if c in m.columns), None)
-        out[name] = float(m[column].drop_nulls().mean()) if column and m[column].drop_nulls().len() else None
+        column = next((c for c in (f"train/{name}", f"rollouts/{name}") if c in rounds.columns), None)
+        out[name] = float(rounds[column].drop_nulls().mean()) if column and rounds[column].drop_nulls().len() else None
     return out
 
 
