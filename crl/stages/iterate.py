@@ -104,7 +104,7 @@ def run_round(resolved: Resolved, run_dir: Path, r: int, trainer: Trainer, gen: 
         summary.seconds["eval"] = time.perf_counter() - start
         for row in table.to_dicts():
             task = row.pop("task")
-            summary.evals[task] = {k: v for k, v in row.items() if k not in ("problems", "n")}
+            summary.evals[task] = {k: v for k, v in row.items() if k not in ("problems", "k")}
     if r > 0 and (r % run.save_every == 0 or r == run.rounds):
         start = time.perf_counter()
         trainer.save(folder.checkpoint_dir(run_dir, r))
