@@ -4,6 +4,7 @@ zero-gradient cases and small examples worked out by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -58,6 +59,7 @@ def make_batch(seed: int, kinds=KINDS, T: int = 9, ref: bool = True, garbage: fl
     def pad(x: torch.Tensor) -> torch.Tensor:
         return torch.where(mask > 0, x, garbage * torch.randn(B, T, generator=g))
 
+    behaviour = old + 0.5 * torch.randn(B, T, generator=torch.Generator().manual_seed(seed + 1))  # an older sampler
     return Batch(
         logp=pad(logp).requires_grad_(),
         old_logp=pad(old),
@@ -65,11 +67,12 @@ def make_batch(seed: int, kinds=KINDS, T: int = 9, ref: bool = True, garbage: fl
         reward=torch.tensor(rewards),
         group=torch.tensor(group),
         ref_logp=pad(ref_logp) if ref else None,
+        behaviour_logp=torch.where(mask > 0, behaviour, garbage),
     )
 
 
 def with_logp(b: Batch, logp: torch.Tensor) -> Batch:
-    return Batch(logp, b.old_logp, b.mask, b.reward, b.group, b.ref_logp)
+    return Batch(logp, b.old_logp, b.mask, b.reward, b.group, b.ref_logp, behaviour_logp=b.behaviour_logp)
 
 
 def objective(name: str, b: Batch, ctx: Context | None = None, **opts) -> tuple[torch.Tensor, dict[str, float]]:
@@ -92,7 +95,8 @@ def rollouts(b: Batch) -> dict[int, list[dict]]:
     for k in range(len(b.reward)):
         on = b.mask[k] > 0
         out.setdefault(int(b.group[k]), []).append(
-            {"lp": b.logp[k][on], "old": b.old_logp[k][on], "ref": b.ref_logp[k][on], "r": float(b.reward[k])}
+            {"lp": b.logp[k][on], "old": b.old_logp[k][on], "ref": b.ref_logp[k][on], "beh": b.behaviour_logp[k][on],
+             "r": float(b.reward[k])}
         )
     return out
 
@@ -134,6 +138,8 @@ def ref_rence(
             return beta * (o["lp"].sum() - o["old"].sum())
         if score == "normalized":
             return beta * (o["lp"].mean() - o["old"].mean())
+        if score == "sampler":
+            return beta * (o["lp"].sum() - o["beh"].sum())
         return beta * o["lp"].mean()
 
     losses = []
@@ -342,6 +348,7 @@ CASES = [
     ("pg", {}, {}),
     ("pg", {"advantage": "leave-one-out", "aggregation": "seq-sum-over-limit", "clip_high": 0.3, "drop_flat": True}, {"max_new_tokens": 9}),
     ("pg", {"advantage": "centred", "aggregation": "seq-mean", "beta": 0.05, "clip_low": 0.1}, {}),
+    ("rence", {"score": "sampler", "beta": 0.5, "margin": 0.1}, {}),  # added after the pins: the ids above keep their numbers
 ]
 IDS = [f"{n}-{i}" for i, (n, _, _) in enumerate(CASES)]
 
@@ -374,7 +381,8 @@ def test_permuting_rollouts_changes_nothing(name, opts, ctx):
     b = make_batch(2)
     perm = torch.randperm(len(b.reward), generator=torch.Generator().manual_seed(0))
     logp = b.logp.detach()[perm].requires_grad_()
-    shuffled = Batch(logp, b.old_logp[perm], b.mask[perm], b.reward[perm], b.group[perm], b.ref_logp[perm])
+    shuffled = Batch(logp, b.old_logp[perm], b.mask[perm], b.reward[perm], b.group[perm], b.ref_logp[perm],
+                     behaviour_logp=b.behaviour_logp[perm])
     loss, stats = run(name, b, opts, ctx)
     loss2, stats2 = run(name, shuffled, opts, ctx)
     torch.testing.assert_close(loss2, loss, rtol=1e-10, atol=1e-12)
@@ -394,7 +402,7 @@ def test_padding_changes_nothing(name, opts, ctx):
 
     logp = widen(dirty.logp.detach()).requires_grad_()
     wide = Batch(logp, widen(dirty.old_logp), torch.cat([dirty.mask, torch.zeros(B, extra)], 1),
-                 dirty.reward, dirty.group, widen(dirty.ref_logp))
+                 dirty.reward, dirty.group, widen(dirty.ref_logp), behaviour_logp=widen(dirty.behaviour_logp))
     loss, stats = run(name, clean, opts, ctx)
     loss2, stats2 = run(name, wide, opts, ctx)
     grad = torch.autograd.grad(loss, clean.logp)[0]
@@ -423,7 +431,8 @@ def test_micro_batches_add_up_to_the_batch(name, opts, ctx):
     for part in ([0, 3], [1, 2, 5], [4]):
         rows = torch.isin(b.group, torch.tensor(part))
         renumber = torch.tensor([part.index(int(x)) for x in b.group[rows]])
-        mb = Batch(b.logp[rows], b.old_logp[rows], b.mask[rows], b.reward[rows], renumber, b.ref_logp[rows])
+        mb = Batch(b.logp[rows], b.old_logp[rows], b.mask[rows], b.reward[rows], renumber, b.ref_logp[rows],
+                   behaviour_logp=b.behaviour_logp[rows])
         part_loss, part_stats = run(name, mb, opts, ctx)
         total, units = total + part_loss * part_stats["units"], units + part_stats["units"]
     assert units == stats["units"]
@@ -438,7 +447,8 @@ def test_objectives_that_drop_flat_groups_get_nothing_from_them(name, opts, ctx)
     b = make_batch(8)
     keep = ~torch.isin(b.group, torch.tensor([1, 3]))  # KINDS[1] all positive, KINDS[3] all negative
     renumber = torch.unique(b.group[keep], return_inverse=True)[1]
-    mixed_only = Batch(b.logp[keep], b.old_logp[keep], b.mask[keep], b.reward[keep], renumber, b.ref_logp[keep])
+    mixed_only = Batch(b.logp[keep], b.old_logp[keep], b.mask[keep], b.reward[keep], renumber, b.ref_logp[keep],
+                       behaviour_logp=b.behaviour_logp[keep])
     loss, stats = run(name, b, opts, ctx)
     loss2, stats2 = run(name, mixed_only, opts, ctx)
     torch.testing.assert_close(loss2, loss)
@@ -704,7 +714,8 @@ def test_disco_constraint_is_over_the_whole_step_not_the_micro_batch():
     b = make_batch(4)
     step = step_of(b)
     rows = torch.isin(b.group, torch.tensor([1]))  # one micro-batch alone
-    mb = Batch(b.logp[rows], b.old_logp[rows], b.mask[rows], b.reward[rows], torch.zeros(int(rows.sum()), dtype=torch.long), b.ref_logp[rows])
+    mb = Batch(b.logp[rows], b.old_logp[rows], b.mask[rows], b.reward[rows], torch.zeros(int(rows.sum()), dtype=torch.long), b.ref_logp[rows],
+               behaviour_logp=b.behaviour_logp[rows])
     _, with_step = objective("disco", mb, Context(step=step), delta=0.0)
     _, alone = objective("disco", mb, delta=0.0)
     assert with_step["kl"] == pytest.approx(step.kl) and alone["kl"] != pytest.approx(step.kl)
@@ -784,3 +795,15 @@ def test_loss_statistics_and_gradient_are_those_pinned(key, name, opts, ctx, bat
 
 def test_every_pinned_case_is_measured():
     assert sorted(json.loads(PINNED.read_text())) == sorted(c[0] for c in pinned_cases())
+
+
+def test_rence_sampler_score_is_the_logratio_score_when_the_sampler_is_the_old_policy():
+    """score=sampler scores by the ratio to the policy that drew each sample: online that is the old policy, so
+    both scores give the same loss; on stored rounds of an older policy they differ, and without the sampler's
+    log-probs it is refused."""
+    b = make_batch(5)
+    online = dataclasses.replace(b, behaviour_logp=b.old_logp)
+    assert objective("rence", online, score="sampler")[0].item() == pytest.approx(objective("rence", online)[0].item(), rel=1e-12)
+    assert objective("rence", b, score="sampler")[0].item() != pytest.approx(objective("rence", b)[0].item(), rel=1e-3)
+    with pytest.raises(ValueError, match="sampler"):
+        objective("rence", dataclasses.replace(b, behaviour_logp=None), score="sampler")

@@ -90,7 +90,7 @@ def conspo(b: Batch, ctx: Context, *, tau: float = 10.0, inverse: bool = False, 
 
 @register(
     "rence", reference="kl_coef", drops_flat=True,
-    checks={"form": choice("per-positive", "marginal"), "score": choice("logratio", "normalized", "plain"),
+    checks={"form": choice("per-positive", "marginal"), "score": choice("logratio", "normalized", "plain", "sampler"),
             "beta": POSITIVE, "margin": NON_NEGATIVE, "kl_coef": NON_NEGATIVE, "target_kl": NON_NEGATIVE,
             "easy_threshold": (lambda v: 0 < v <= 1, "in (0, 1]")},
 )
@@ -111,9 +111,11 @@ def rence(
     - ``form="per-positive"``: loss = -(1/|P|) sum_{i in P} log(e^{z_i} / (e^{z_i} + sum_{j in N} e^{z_j}));
       ``form="marginal"``: loss = -log(sum_{i in P} e^{z_i} / sum_k e^{z_k}).
     - score z_k = beta * (S_k - S_k_old) (``"logratio"``), beta * (s_k - s_k_old) (``"normalized"``) or
-      beta * s_k (``"plain"``). beta = 1 makes the logratio score the log density ratio itself, NCE's
-      classifier logit, and gives d loss / d S_i = (1 - P_i)/|P| like ConSPO; below 1 it softens the
-      softmax. ``margin`` is subtracted from the positives' scores.
+      beta * s_k (``"plain"``), or beta * (S_k - S_k_sampler) (``"sampler"``: the ratio to the policy that
+      drew the sample, which differs from the old policy on stored rounds of an older one). beta = 1 makes the
+      logratio score the log density ratio itself, NCE's classifier logit, and gives d loss / d S_i =
+      (1 - P_i)/|P| like ConSPO; below 1 it softens the softmax. ``margin`` is subtracted from the positives'
+      scores.
     - ``kl_coef`` > 0 adds, per group, kl_coef * KL_g with KL_g the group's mean k3 estimate against the
       reference model (the run's starting model unless ``--ref``). With ``target_kl`` the weight adapts
       instead: (kl_coef * max(KL_g - target_kl, 0)).detach() * KL_g, a squared hinge as in DisCO.
@@ -126,6 +128,10 @@ def rence(
         z = beta * (seq_sum(b.logp, b.mask) - seq_sum(b.old_logp, b.mask))
     elif score == "normalized":
         z = beta * (seq_mean(b.logp, b.mask) - seq_mean(b.old_logp, b.mask))
+    elif score == "sampler":
+        if b.behaviour_logp is None:
+            raise ValueError("rence with score=sampler needs the sampler's log-probs (Batch.behaviour_logp)")
+        z = beta * (seq_sum(b.logp, b.mask) - seq_sum(b.behaviour_logp, b.mask))
     else:
         z = beta * seq_mean(b.logp, b.mask)
     zm = z - margin * g.pos
