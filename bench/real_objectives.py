@@ -63,6 +63,7 @@ OBJECTIVES = ("dapo", "grpo", "rence", "conspo", "disco")
 # Every run: 12 rounds (about 15 minutes of a quiet 2-core CPU for SmolLM2), evaluated before and after; a
 # verification limit far above any item's time, so that a loaded machine cannot turn a slow item into a zero.
 BENCH = {"rounds": 12, "eval": {"every": 12}, "save_every": 12, "verify": {"timeout": 60.0}}
+OFFLINE_EPOCHS = 2  # the offline arm's passes over the stored rounds, unless --offline-epochs
 ANALYSIS = ("entropy", "mean_completion_tokens", "score_gap", "hardest_neg_weight", "groups_dropped", "clip_frac")
 
 
@@ -131,13 +132,13 @@ def evaluation(path: Path) -> dict:
     return {f"{r['task']}/{k}": v for r in read_metadata(path)["metrics"] for k, v in r.items() if k not in ("task", "problems", "k")}
 
 
-def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Path) -> Path:
+def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Path, options: tuple[str, ...] = ()) -> Path:
     """``crl train`` over the verified/ folders of the base run's rounds 1..n from its state after round n, then
     ``crl eval`` with the base run's settings, as recipes/offline-smollm2.sh does; the run folder's
     metrics.parquet holds the base run's rounds 1..n, round n with the evaluation of the state the pass starts
     from, and a last row for the offline pass (its training seconds and statistics from train_log.parquet, kept
     in the run folder, its evaluation's wall time)."""
-    run = out / f"{base.name}-n{n}-e{epochs}-{objective}"
+    run = out / "-".join((f"{base.name}-n{n}-e{epochs}-{objective}", *(o.replace("=", "_") for o in options)))
     if (run / "metrics.parquet").is_file():
         return run
     config = base / "config.toml"
@@ -146,7 +147,7 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     run.mkdir(parents=True)
     crl("train", *[round_dir(base, r) / "verified" for r in range(1, n + 1)], "--config", config, "--model",
         checkpoint_dir(base, n), "--objective", objective, "--epochs", epochs, "--minibatches", minibatches,
-        "--out", run / "checkpoint")
+        *(x for o in options for x in ("--option", o)), "--out", run / "checkpoint")
     log = pl.read_parquet(run / "checkpoint" / "train_log.parquet")
     shutil.copy(run / "checkpoint" / "train_log.parquet", run / "train_log.parquet")
     seconds_train = float(log["seconds"].max())
@@ -163,7 +164,7 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     last = pl.DataFrame([{"round": n + 1, "seconds/train": seconds_train, "seconds/round": seconds_train,
                           "seconds/eval": seconds_eval, **stats, **evaluation(run / "eval.parquet")}])
     pl.concat([base_metrics, last], how="diagonal_relaxed").write_parquet(run / "metrics.parquet")
-    (run / "arm.json").write_text(json.dumps({"base": str(base), "n": n, "epochs": epochs, "objective": objective}))
+    (run / "arm.json").write_text(json.dumps({"base": str(base), "n": n, "epochs": epochs, "objective": objective, "options": options}))
     return run
 
 
@@ -225,7 +226,8 @@ def finished_rows(out: Path) -> list[dict]:
             if (folder / "arm.json").is_file():
                 meta = json.loads((folder / "arm.json").read_text())
                 seed = int(load_toml(Path(meta["base"]) / "config.toml")["seed"])
-                rows.append(row(folder, task, arm, meta["objective"], seed))
+                name = " ".join((meta["objective"], *meta.get("options", ()), *([f"e{meta['epochs']}"] if meta["epochs"] != OFFLINE_EPOCHS else [])))
+                rows.append(row(folder, task, arm, name, seed))
                 continue
             config = load_toml(folder / "config.toml")
             if finished(folder, config["rounds"]):
@@ -287,8 +289,9 @@ def main() -> None:
     parser.add_argument("--replay", type=int, default=3, help="the replay arm's window M (rounds)")
     parser.add_argument("--replay-objectives", nargs="*", default=["dapo", "rence"])
     parser.add_argument("--offline-rounds", type=int, default=None, help="N online dapo rounds before the offline pass (default: half the recipe's)")
-    parser.add_argument("--offline-epochs", type=int, default=2)
+    parser.add_argument("--offline-epochs", type=int, default=OFFLINE_EPOCHS)
     parser.add_argument("--offline-objective", default="rence")
+    parser.add_argument("--offline-option", nargs="*", default=[], help="the offline pass's objective options (KEY=VALUE)")
     parser.add_argument("--set", dest="settings", action="append", default=[], help="section.key=value for every run")
     parser.add_argument("--out", type=Path, default=RESULTS / "real")
     parser.add_argument("--report", action="store_true", help="only the table of every finished run")
@@ -309,7 +312,8 @@ def main() -> None:
                 online(task, objective, seed, args.out / name / f"replay-m{args.replay}", replay, None)
             if "offline" in args.arms:
                 base = online(task, "dapo", seed, args.out / name / "online", settings, n)
-                offline(task, base, n, args.offline_epochs, args.offline_objective, args.out / name / "offline")
+                offline(task, base, n, args.offline_epochs, args.offline_objective, args.out / name / "offline",
+                        tuple(args.offline_option))
             for run in (args.out / name).glob("*/*-seed*/"):
                 keep = {checkpoint_dir(run, n)} if run.parent.name == "online" and run.name.startswith("dapo-") else set()
                 for state in (run / CHECKPOINTS).glob("round-*"):
