@@ -114,16 +114,21 @@ def flags(settings: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def online(task: Task, objective: str, seed: int, out: Path, settings: dict, keep: int | None) -> Path:
-    """One online run (continued where it stopped); with ``keep``, the state after round ``keep`` is saved and
-    kept (the offline arm's start)."""
+def named(prefix: str, options: tuple[str, ...]) -> str:
+    """A run folder's name: the prefix, then each objective option KEY=VALUE as KEY_VALUE."""
+    return "-".join((prefix, *(o.replace("=", "_") for o in options)))
+
+
+def online(task: Task, objective: str, seed: int, out: Path, settings: dict, keep: int | None, options: tuple[str, ...] = ()) -> Path:
+    """One online run (continued where it stopped) with the objective's ``options``; with ``keep``, the state
+    after round ``keep`` is saved and kept (the offline arm's start)."""
     if keep:
         settings = merged(settings, {"save_every": keep, "keep_last": recipe_rounds(task, settings) // keep + 1})
     lr = settings.get("train", {}).get("lr", load_toml(task.recipe)["train"]["lr"])
-    run = out / f"{objective}-lr{lr:g}-seed{seed}"
+    run = out / named(f"{objective}-lr{lr:g}-seed{seed}", options)
     if not finished(run, recipe_rounds(task, settings)):
-        crl("iterate", "--config", task.recipe, "--objective", objective, "--seed", seed, *flags(settings), "--out", run,
-            *(["--resume"] if run.exists() else []))
+        crl("iterate", "--config", task.recipe, "--objective", objective, "--seed", seed, *flags(settings),
+            *(x for o in options for x in ("--option", o)), "--out", run, *(["--resume"] if run.exists() else []))
     return run
 
 
@@ -138,7 +143,7 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     metrics.parquet holds the base run's rounds 1..n, round n with the evaluation of the state the pass starts
     from, and a last row for the offline pass (its training seconds and statistics from train_log.parquet, kept
     in the run folder, its evaluation's wall time)."""
-    run = out / "-".join((f"{base.name}-n{n}-e{epochs}-{objective}", *(o.replace("=", "_") for o in options)))
+    run = out / named(f"{base.name}-n{n}-e{epochs}-{objective}", options)
     if (run / "metrics.parquet").is_file():
         return run
     config = base / "config.toml"
@@ -232,7 +237,8 @@ def finished_rows(out: Path) -> list[dict]:
             config = load_toml(folder / "config.toml")
             if finished(folder, config["rounds"]):
                 replay = config["train"].get("replay", 1)
-                name = config["train"]["objective"] + (f" m={replay}" if replay > 1 else "")
+                options = tuple(f"{k}={v}" for k, v in config["train"].get("options", {}).items())
+                name = " ".join((config["train"]["objective"], *([f"m={replay}"] if replay > 1 else []), *options))
                 rows.append(row(folder, task, arm, name, int(config["seed"])))
     return rows
 
@@ -288,6 +294,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="*", default=["online"], choices=("online", "replay", "offline"))
     parser.add_argument("--replay", type=int, default=3, help="the replay arm's window M (rounds)")
     parser.add_argument("--replay-objectives", nargs="*", default=["dapo", "rence"])
+    parser.add_argument("--replay-option", nargs="*", default=[], help="the replay arm's objective options (KEY=VALUE)")
     parser.add_argument("--offline-rounds", type=int, default=None, help="N online dapo rounds before the offline pass (default: half the recipe's)")
     parser.add_argument("--offline-epochs", type=int, default=OFFLINE_EPOCHS)
     parser.add_argument("--offline-objective", default="rence")
@@ -309,7 +316,7 @@ def main() -> None:
                 online(task, objective, seed, args.out / name / "online", settings, n if objective == "dapo" else None)
             for objective in args.replay_objectives if "replay" in args.arms else ():
                 replay = merged(settings, {"train": {"replay": args.replay}})
-                online(task, objective, seed, args.out / name / f"replay-m{args.replay}", replay, None)
+                online(task, objective, seed, args.out / name / f"replay-m{args.replay}", replay, None, tuple(args.replay_option))
             if "offline" in args.arms:
                 base = online(task, "dapo", seed, args.out / name / "online", settings, n)
                 offline(task, base, n, args.offline_epochs, args.offline_objective, args.out / name / "offline",
