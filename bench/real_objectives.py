@@ -198,9 +198,18 @@ def row(run: Path, task: str, arm: str, objective: str, seed: int) -> dict:
     return out
 
 
+def constant_floor(config: dict) -> float:
+    """The held-out score of the best constant answer (the most common gold answer's share of the problems the
+    evaluation reads): a policy that always gives it scores this much without reading the problem."""
+    from crl.data.prompts import load_prompts
+
+    answers = load_prompts(config["eval"]["tasks"][0], config["eval"].get("limit"))["answer"]
+    return float(answers.value_counts()["count"].max()) / max(answers.len(), 1)
+
+
 def table(rows: list[dict]) -> Table:
     out = Table(title=f"SmolLM2-135M-Instruct: held-out {rows[0]['metric'].split('/')[-1]} before -> after, mean ± sd over seeds")
-    columns = ("task", "arm", "objective", "seeds", "before", "pass start", "after", "gain (points)", "pass after", "s / round",
+    columns = ("task", "arm", "objective", "seeds", "floor", "before", "pass start", "after", "gain (points)", "pass after", "s / round",
                "run (s)", "gain / Mtok", "gain / h", "entropy", "length", "score gap", "hardest neg w", "dropped", "clip")
     for col in columns:
         out.add_column(col, justify="left" if col in ("task", "arm", "objective") else "right")
@@ -208,13 +217,13 @@ def table(rows: list[dict]) -> Table:
         group = [r for r in rows if (r["task"], r["arm"], r["objective"]) == key]
 
         def ms(k: str, fmt: str = "{:.3f}") -> str:
-            values = [r[k] for r in group if r[k] is not None]
+            values = [r[k] for r in group if r.get(k) is not None]
             if not values:
                 return ""
             return fmt.format(statistics.mean(values)) + (f" ± {fmt.format(statistics.stdev(values))}" if len(values) > 1 else "")
 
         gains = [100 * (r["after"] - r["before"]) for r in group]
-        out.add_row(*key, str(len(group)), ms("before"), ms("start_of_last_pass"), ms("after"), f"{statistics.mean(gains):+.1f}", ms("pass_after"),
+        out.add_row(*key, str(len(group)), ms("floor"), ms("before"), ms("start_of_last_pass"), ms("after"), f"{statistics.mean(gains):+.1f}", ms("pass_after"),
                     ms("seconds_per_round", "{:.0f}"), ms("seconds", "{:.0f}"), ms("gain_per_mtok", "{:.2f}"),
                     ms("gain_per_hour", "{:.2f}"), ms("entropy", "{:.2f}"), ms("mean_completion_tokens", "{:.1f}"),
                     ms("score_gap", "{:.3f}"), ms("hardest_neg_weight", "{:.2f}"), ms("groups_dropped", "{:.1f}"),
@@ -230,16 +239,16 @@ def finished_rows(out: Path) -> list[dict]:
             folder, arm = run.parent, run.parent.parent.name
             if (folder / "arm.json").is_file():
                 meta = json.loads((folder / "arm.json").read_text())
-                seed = int(load_toml(Path(meta["base"]) / "config.toml")["seed"])
+                config = load_toml(Path(meta["base"]) / "config.toml")
                 name = " ".join((meta["objective"], *meta.get("options", ()), *([f"e{meta['epochs']}"] if meta["epochs"] != OFFLINE_EPOCHS else [])))
-                rows.append(row(folder, task, arm, name, seed))
+                rows.append(row(folder, task, arm, name, int(config["seed"])) | {"floor": constant_floor(config)})
                 continue
             config = load_toml(folder / "config.toml")
             if finished(folder, config["rounds"]):
                 replay = config["train"].get("replay", 1)
                 options = tuple(f"{k}={v}" for k, v in config["train"].get("options", {}).items())
                 name = " ".join((config["train"]["objective"], *([f"m={replay}"] if replay > 1 else []), *options))
-                rows.append(row(folder, task, arm, name, int(config["seed"])))
+                rows.append(row(folder, task, arm, name, int(config["seed"])) | {"floor": constant_floor(config)})
     return rows
 
 
