@@ -28,6 +28,7 @@ starts from.
     python bench/real_objectives.py --arms replay offline --seeds 0 1 2
     python bench/real_objectives.py --report                                            # every finished run
     python bench/real_objectives.py --report --plot                                     # and the figure
+    python bench/real_objectives.py --report --markdown                                 # the table in Markdown
 
 Writes run folders to OUT/TASK/ARM/ (default bench/results/real/), the table to OUT.json and the figure to
 OUT.png. Needs ``crl model pull smollm2-135m-instruct`` and reasoning-gym (``pip install 'crl[tasks]'``).
@@ -207,12 +208,14 @@ def constant_floor(config: dict) -> float:
     return float(answers.value_counts()["count"].max()) / max(answers.len(), 1)
 
 
-def table(rows: list[dict]) -> Table:
-    out = Table(title=f"SmolLM2-135M-Instruct: held-out {rows[0]['metric'].split('/')[-1]} before -> after, mean ± sd over seeds")
-    columns = ("task", "arm", "objective", "seeds", "floor", "before", "pass start", "after", "gain (points)", "pass after", "s / round",
-               "run (s)", "gain / Mtok", "gain / h", "entropy", "length", "score gap", "hardest neg w", "dropped", "clip")
-    for col in columns:
-        out.add_column(col, justify="left" if col in ("task", "arm", "objective") else "right")
+COLUMNS = ("task", "arm", "objective", "seeds", "floor", "before", "pass start", "after", "gain (points)", "pass after",
+           "s / round", "run (s)", "gain / Mtok", "gain / h", "entropy", "length", "score gap", "hardest neg w", "dropped",
+           "clip")
+
+
+def cells(rows: list[dict]) -> list[list[str]]:
+    """One line of COLUMNS per (task, arm, objective): the mean over its seeds, ± their standard deviation."""
+    lines = []
     for key in dict.fromkeys((r["task"], r["arm"], r["objective"]) for r in rows):
         group = [r for r in rows if (r["task"], r["arm"], r["objective"]) == key]
 
@@ -223,12 +226,26 @@ def table(rows: list[dict]) -> Table:
             return fmt.format(statistics.mean(values)) + (f" ± {fmt.format(statistics.stdev(values))}" if len(values) > 1 else "")
 
         gains = [100 * (r["after"] - r["before"]) for r in group]
-        out.add_row(*key, str(len(group)), ms("floor"), ms("before"), ms("start_of_last_pass"), ms("after"), f"{statistics.mean(gains):+.1f}", ms("pass_after"),
-                    ms("seconds_per_round", "{:.0f}"), ms("seconds", "{:.0f}"), ms("gain_per_mtok", "{:.2f}"),
-                    ms("gain_per_hour", "{:.2f}"), ms("entropy", "{:.2f}"), ms("mean_completion_tokens", "{:.1f}"),
-                    ms("score_gap", "{:.3f}"), ms("hardest_neg_weight", "{:.2f}"), ms("groups_dropped", "{:.1f}"),
-                    ms("clip_frac", "{:.3f}"))
+        lines.append([*key, ",".join(str(r["seed"]) for r in group), ms("floor"), ms("before"), ms("start_of_last_pass"),
+                      ms("after"), f"{statistics.mean(gains):+.1f}", ms("pass_after"), ms("seconds_per_round", "{:.0f}"),
+                      ms("seconds", "{:.0f}"), ms("gain_per_mtok", "{:.2f}"), ms("gain_per_hour", "{:.2f}"),
+                      ms("entropy", "{:.2f}"), ms("mean_completion_tokens", "{:.1f}"), ms("score_gap", "{:.3f}"),
+                      ms("hardest_neg_weight", "{:.2f}"), ms("groups_dropped", "{:.1f}"), ms("clip_frac", "{:.3f}")])
+    return lines
+
+
+def table(rows: list[dict]) -> Table:
+    out = Table(title=f"SmolLM2-135M-Instruct: held-out {rows[0]['metric'].split('/')[-1]} before -> after, mean ± sd over seeds")
+    for col in COLUMNS:
+        out.add_column(col, justify="left" if col in ("task", "arm", "objective") else "right")
+    for line in cells(rows):
+        out.add_row(*line)
     return out
+
+
+def markdown(rows: list[dict]) -> str:
+    """The same table in Markdown, for bench/README.md and the README."""
+    return "\n".join(["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS), *("| " + " | ".join(line) + " |" for line in cells(rows))])
 
 
 def finished_rows(out: Path) -> list[dict]:
@@ -312,6 +329,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "real")
     parser.add_argument("--report", action="store_true", help="only the table of every finished run")
     parser.add_argument("--plot", action="store_true", help="with --report: the figure of the round curves")
+    parser.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     args = parser.parse_args()
 
     if not args.report:
@@ -339,7 +357,10 @@ def main() -> None:
     rows = with_earlier(report, finished_rows(args.out))
     if not rows:
         raise SystemExit(f"no finished run under {args.out} and no earlier table at {report}")
-    Console(width=250).print(table(rows))
+    if args.markdown:
+        print(markdown(rows))
+    else:
+        Console(width=250).print(table(rows))
     report.write_text(json.dumps({"load_average": os.getloadavg(), "rows": rows}, indent=2) + "\n")
     if args.plot:
         print(f"figure: {plot(args.out, rows)}")
