@@ -64,7 +64,7 @@ OBJECTIVES = ("dapo", "grpo", "rence", "conspo", "disco")
 # Every run: 12 rounds (about 15 minutes of a quiet 2-core CPU for SmolLM2), evaluated before and after; a
 # verification limit far above any item's time, so that a loaded machine cannot turn a slow item into a zero.
 BENCH = {"rounds": 12, "eval": {"every": 12}, "save_every": 12, "verify": {"timeout": 60.0}}
-OFFLINE_EPOCHS = 2  # the offline arm's passes over the stored rounds, unless --offline-epochs
+OFFLINE_EPOCHS = 1  # the offline arm's passes over the stored rounds, unless --offline-epochs (2 lost 8.8 points)
 ANALYSIS = ("entropy", "mean_completion_tokens", "score_gap", "hardest_neg_weight", "groups_dropped", "clip_frac")
 
 
