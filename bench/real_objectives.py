@@ -115,6 +115,11 @@ def flags(settings: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def option_flags(options: tuple[str, ...]) -> list[str]:
+    """Objective options KEY=VALUE as ``--option KEY=VALUE`` items."""
+    return [x for o in options for x in ("--option", o)]
+
+
 def named(prefix: str, options: tuple[str, ...]) -> str:
     """A run folder's name: the prefix, then each objective option KEY=VALUE as KEY_VALUE."""
     return "-".join((prefix, *(o.replace("=", "_") for o in options)))
@@ -129,7 +134,7 @@ def online(task: Task, objective: str, seed: int, out: Path, settings: dict, kee
     run = out / named(f"{objective}-lr{lr:g}-seed{seed}", options)
     if not finished(run, recipe_rounds(task, settings)):
         crl("iterate", "--config", task.recipe, "--objective", objective, "--seed", seed, *flags(settings),
-            *(x for o in options for x in ("--option", o)), "--out", run, *(["--resume"] if run.exists() else []))
+            *option_flags(options), "--out", run, *(["--resume"] if run.exists() else []))
     return run
 
 
@@ -148,12 +153,13 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     if (run / "metrics.parquet").is_file():
         return run
     config = base / "config.toml"
-    minibatches = load_toml(config)["train"].get("minibatches", 1) * n
+    base_config = load_toml(config)
+    tasks, minibatches = base_config["eval"]["tasks"], base_config["train"].get("minibatches", 1) * n
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     crl("train", *[round_dir(base, r) / "verified" for r in range(1, n + 1)], "--config", config, "--model",
         checkpoint_dir(base, n), "--objective", objective, "--epochs", epochs, "--minibatches", minibatches,
-        *(x for o in options for x in ("--option", o)), "--out", run / "checkpoint")
+        *option_flags(options), "--out", run / "checkpoint")
     log = pl.read_parquet(run / "checkpoint" / "train_log.parquet")
     shutil.copy(run / "checkpoint" / "train_log.parquet", run / "train_log.parquet")
     seconds_train = float(log["seconds"].max())
@@ -161,10 +167,10 @@ def offline(task: Task, base: Path, n: int, epochs: int, objective: str, out: Pa
     stats = {f"train/{k}": float(log[k].sum()) / (n * epochs) if k == "groups_dropped" else float(log[k].mean())
              for k in ANALYSIS if k in log.columns and log[k].drop_nulls().len()}
     start = time.perf_counter()
-    crl("eval", *load_toml(config)["eval"]["tasks"], "--config", config, "--model", run / "checkpoint", "--out", run / "eval.parquet")
+    crl("eval", *tasks, "--config", config, "--model", run / "checkpoint", "--out", run / "eval.parquet")
     seconds_eval = time.perf_counter() - start
     shutil.rmtree(run / "checkpoint")
-    crl("eval", *load_toml(config)["eval"]["tasks"], "--config", config, "--model", checkpoint_dir(base, n), "--out", run / "start.parquet")
+    crl("eval", *tasks, "--config", config, "--model", checkpoint_dir(base, n), "--out", run / "start.parquet")
     start_row = pl.DataFrame([{"round": n, **evaluation(run / "start.parquet")}])
     base_metrics = pl.read_parquet(base / "metrics.parquet").filter(pl.col("round") <= n).update(start_row, on="round")
     last = pl.DataFrame([{"round": n + 1, "seconds/train": seconds_train, "seconds/round": seconds_train,
@@ -190,7 +196,7 @@ def row(run: Path, task: str, arm: str, objective: str, seed: int) -> dict:
         "pass_before": float(evals[pass_][0]), "pass_after": float(evals[pass_][-1]),
         "sampled_tokens": sampled, "seconds": seconds, "seconds_per_round": float(m["seconds/round"].drop_nulls().mean()),
         "gain_per_mtok": 1e6 * gain / max(sampled, 1.0), "gain_per_hour": 3600 * gain / max(seconds, 1e-9),
-        "start_of_last_pass": float(evals[avg][-2]) if evals.height > 2 else None,  # the offline pass's start state
+        "start_of_last_pass": float(evals[avg][-2]) if arm == "offline" else None,  # the pass's start state
     }
     rounds = m.tail(1) if arm == "offline" else m
     for name in ANALYSIS:
