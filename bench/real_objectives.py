@@ -3,8 +3,8 @@ seeds, and training on stored rollouts (a replay window, an offline contrastive 
 
 Tasks, each a recipe in recipes/ (the same model, sampling, budget and evaluation for every objective):
 - ``arith``: crl's arithmetic set (recipes/smollm2-arith.toml);
-- ``letters``: reasoning-gym's letter_counting, imported by this script with ``crl data import reasoning-gym:...``
-  (recipes/smollm2-letters.toml; train seed 0, held-out seed 1).
+- ``chain``: reasoning-gym's chain_sum (two terms of one or two digits), imported by this script with
+  ``crl data import reasoning-gym:...`` (recipes/smollm2-chain.toml; train seed 0, held-out seed 1).
 
 Arms, per task and seed:
 - ``online``: ``crl iterate --config RECIPE --objective OBJ --seed S`` for each objective (its paper's options,
@@ -71,15 +71,16 @@ ANALYSIS = ("entropy", "mean_completion_tokens", "score_gap", "hardest_neg_weigh
 @dataclass(frozen=True)
 class Task:
     recipe: Path
-    imports: tuple[tuple[str, str, int, int, tuple[str, ...]], ...] = ()  # (source, name, rows, seed, params)
+    # (source, name, rows, seed, params, sets whose problems it leaves out), imported in this order
+    imports: tuple[tuple[str, str, int, int, tuple[str, ...], tuple[str, ...]], ...] = ()
 
 
 TASKS = {
     "arith": Task(ROOT / "recipes" / "smollm2-arith.toml"),
-    "letters": Task(
-        ROOT / "recipes" / "smollm2-letters.toml",
-        (("reasoning-gym:letter_counting", "letters_train", 2000, 0, ("min_words=3", "max_words=6")),
-         ("reasoning-gym:letter_counting", "letters_test", 100, 1, ("min_words=3", "max_words=6"))),
+    "chain": Task(
+        ROOT / "recipes" / "smollm2-chain.toml",
+        (("reasoning-gym:chain_sum", "chain_test", 100, 100_000, ("max_terms=2", "max_digits=2"), ()),
+         ("reasoning-gym:chain_sum", "chain_train", 2000, 0, ("max_terms=2", "max_digits=2"), ("chain_test",))),
     ),
 }
 
@@ -88,9 +89,9 @@ def prepare(task: Task) -> None:
     """The task's prompt sets in the data home, imported once."""
     from crl.data.reasoning_gym import parse_params
 
-    for source, name, rows, seed, params in task.imports:
+    for source, name, rows, seed, params, exclude in task.imports:
         if not (data_home() / f"{name}.parquet").is_file():
-            import_generated(source, name, None, rows, seed, parse_params(list(params)))
+            import_generated(source, name, None, rows, seed, parse_params(list(params)), exclude=exclude)
 
 
 def merged(base: dict, over: dict) -> dict:

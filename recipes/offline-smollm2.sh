@@ -4,7 +4,7 @@
 # samples to disk (RUN/round-NNNN/verified/), so the offline pass costs training only.
 #
 #   recipes/offline-smollm2.sh runs/offline                       # SmolLM2 on the arithmetic set
-#   CONFIG=recipes/smollm2-letters.toml TASK=letters_test recipes/offline-smollm2.sh runs/offline-letters
+#   CONFIG=recipes/smollm2-chain.toml TASK=chain_test recipes/offline-smollm2.sh runs/offline-chain
 #
 # Settings (environment): CONFIG the recipe of the online rounds (model, sampling, evaluation), TASK its held-out
 # set, ROUNDS the online warm-up (6), EPOCHS passes over the stored rounds (1), OBJECTIVE the offline objective

@@ -190,8 +190,9 @@ def test_list_shows_present_sets(shared_data, home, cli):
 
 
 def test_reasoning_gym_tasks_import_reproducibly_and_grade_like_the_library(tmp_path, cli):
-    """A reasoning-gym task imported twice with one seed gives the same set, another seed another set; crl's math
-    verifier agrees with the library's own scorer on each gold answer and on an answer off by one."""
+    """A reasoning-gym task imported twice with one seed gives the same set, the next seed the same problems moved
+    by one (the library draws problem i from seed + i: why held-out sets need --exclude); crl's math verifier agrees
+    with the library's own scorer on each gold answer and on an answer off by one."""
     reasoning_gym = pytest.importorskip("reasoning_gym")
     from crl.verifiers import get_verifier
 
@@ -200,7 +201,7 @@ def test_reasoning_gym_tasks_import_reproducibly_and_grade_like_the_library(tmp_
                            "--param", "max_words=6", "--out", tmp_path / out)
         assert code == 0, err
     a, b, c = (pl.read_parquet(tmp_path / f / "letter_counting.parquet") for f in "abc")
-    assert a.height == 30 and a.equals(b) and not a["prompt"].equals(c["prompt"])
+    assert a.height == 30 and a.equals(b) and a["prompt"][1:].equals(c["prompt"][:-1]) and not a["prompt"].equals(c["prompt"])
     assert a["id"][0] == "letter_counting-0003-00000" and set(a["source"]) == {"reasoning-gym:letter_counting"}
     library = reasoning_gym.create_dataset("letter_counting", size=30, seed=3, max_words=6)
     math = get_verifier("math")
@@ -208,6 +209,27 @@ def test_reasoning_gym_tasks_import_reproducibly_and_grade_like_the_library(tmp_
         assert row["prompt"] == entry["question"]
         for answer in (row["answer"], str(int(row["answer"]) + 1)):
             assert math(f"The letter appears \\boxed{{{answer}}} times.", row["answer"]).reward == library.score_answer(answer, entry)
+
+
+def test_import_exclude_keeps_a_held_out_set_out_of_a_training_set(tmp_path, cli):
+    """--exclude drops every problem the named set holds, says how many, and records it; the held-out set itself is
+    an input, so it cannot be the output."""
+    pytest.importorskip("reasoning_gym")
+    task = ("reasoning-gym:chain_sum", "--param", "max_terms=2", "--param", "max_digits=1")
+    code, _, err = cli("data", "import", *task, "--rows", 20, "--seed", 1, "--name", "held", "--out", tmp_path)
+    assert code == 0, err
+    held = pl.read_parquet(tmp_path / "held.parquet")
+    code, out, err = cli("data", "import", *task, "--rows", 200, "--seed", 0, "--name", "train", "--out", tmp_path,
+                         "--exclude", tmp_path / "held.parquet")
+    assert code == 0, err
+    train = pl.read_parquet(tmp_path / "train.parquet")
+    dropped, said = 200 - train.height, " ".join(out.split())
+    assert dropped >= 19 and f"{train.height} prompts" in said and f"({dropped} problems an --exclude set holds left out)" in said
+    assert not set(train["prompt"]) & set(held["prompt"])
+    code, _, err = cli("data", "import", *task, "--rows", 5, "--name", "held", "--out", tmp_path, "--overwrite",
+                       "--exclude", tmp_path / "held.parquet")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert pl.read_parquet(tmp_path / "held.parquet").equals(held)
 
 
 def test_reasoning_gym_mistakes_are_one_line(tmp_path, cli):
@@ -218,6 +240,7 @@ def test_reasoning_gym_mistakes_are_one_line(tmp_path, cli):
         (["reasoning-gym:letter_counting", "--param", "colour=red"], "the generator refused"),
         (["reasoning-gym:letter_counting", "--param", "min_words=9", "--param", "max_words=2"], "the generator refused"),
         ([str(tmp_path / "x.jsonl"), "--rows", "5"], "--rows: only for a reasoning-gym:TASK source"),
+        (["reasoning-gym:letter_counting", "--exclude", "no_such_set"], "no_such_set: no such file"),
     ):
         code, _, err = cli("data", "import", *args, "--out", tmp_path / "out")
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err

@@ -26,7 +26,8 @@ def _report(results) -> None:
 
     for w in results:
         skipped = f" ({w.skipped} rows without a problem or gold answer left out)" if w.skipped else ""
-        console.print(f"{w.name}: {w.rows} prompts -> {w.path}{skipped}")
+        excluded = f" ({w.excluded} problems an --exclude set holds left out)" if w.excluded else ""
+        console.print(f"{w.name}: {w.rows} prompts -> {w.path}{skipped}{excluded}")
 
 
 @data_app.command("pull")
@@ -49,8 +50,9 @@ def import_cmd(
     split: Annotated[Optional[str], typer.Option(help="Split of a saved DatasetDict (default: test, else train).")] = None,
     plain: Annotated[bool, typer.Option(help="Store a prompt given as one user chat message as plain text.")] = False,
     rows: Annotated[Optional[int], typer.Option(min=1, help="reasoning-gym:TASK only: problems to generate [default: 1000].")] = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="reasoning-gym:TASK only: generator seed; a held-out split is another seed [default: 0].")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="reasoning-gym:TASK only: generator seed [default: 0]. reasoning-gym draws problem i from seed + i, so sets from nearby seeds share problems: give a held-out split a seed at least --rows away, and --exclude it from the training set.")] = None,
     param: Annotated[Optional[list[str]], typer.Option(help="reasoning-gym:TASK only: generator option KEY=VALUE (repeatable), e.g. max_words=8.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Leave out every problem this prompt set (name or file) holds, e.g. the held-out set of a training set (repeatable).")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Convert local data, or problems from a reasoning-gym task generator, into crl's prompt-set format (id,
@@ -61,12 +63,12 @@ def import_cmd(
 
     if reasoning_gym.is_generator(path):
         params = reasoning_gym.parse_params(param or [])
-        _report([import_generated(path, name, out, rows or 1000, seed or 0, params, overwrite)])
+        _report([import_generated(path, name, out, rows or 1000, seed or 0, params, overwrite, tuple(exclude or ()))])
         return
     given = [flag for flag, value in (("--rows", rows), ("--seed", seed), ("--param", param)) if value]
     if given:
         raise CrlError(f"{given[0]}: only for a reasoning-gym:TASK source, not a file ({path})")
-    _report(import_path(Path(path), name, out, split, plain, overwrite))
+    _report(import_path(Path(path), name, out, split, plain, overwrite, tuple(exclude or ())))
 
 
 @data_app.command("list")

@@ -25,7 +25,7 @@ import polars as pl
 
 from crl.data import reasoning_gym
 from crl.data.catalogue import known
-from crl.data.prompts import ANSWER_FIELDS, PROMPT_FIELDS, data_home, load_prompts, read_json_rows
+from crl.data.prompts import ANSWER_FIELDS, PROMPT_FIELDS, data_home, load_prompts, read_json_rows, resolve
 from crl.errors import CrlError
 from crl.io import check_input, check_name, check_output, write_parquet
 
@@ -206,33 +206,51 @@ def write_set(df: pl.DataFrame, target: Path, origin: str) -> Path:
 
 @dataclass(frozen=True)
 class Written:
-    """A prompt set written by ``pull`` or ``import``: its name, file, rows, and rows left out (empty gold)."""
+    """A prompt set written by ``pull`` or ``import``: its name, file, rows, rows left out (empty gold), and rows
+    left out because another set (``--exclude``) holds their problem."""
 
     name: str
     path: Path
     rows: int
     skipped: int = 0
+    excluded: int = 0
+
+
+def without(df: pl.DataFrame, exclude: tuple[str, ...]) -> tuple[pl.DataFrame, int]:
+    """``df`` less the rows whose prompt one of the ``exclude`` sets holds (a held-out set kept out of a training
+    set), and how many were left out."""
+    if not exclude:
+        return df, 0
+    held = pl.concat([load_prompts(spec).select("prompt") for spec in exclude])["prompt"]
+    kept = df.filter(~pl.col("prompt").is_in(held.implode()))
+    if kept.is_empty():
+        raise CrlError(f"--exclude {' '.join(exclude)}: holds every problem of the import; nothing is left to write")
+    return kept, df.height - kept.height
 
 
 def import_generated(
-    source: str, name: str | None, out: Path | None, rows: int, seed: int, params: dict[str, Any], overwrite: bool = False
+    source: str, name: str | None, out: Path | None, rows: int, seed: int, params: dict[str, Any], overwrite: bool = False,
+    exclude: tuple[str, ...] = (),
 ) -> Written:
     """``rows`` problems of a reasoning-gym task (crl/data/reasoning_gym.py) as a prompt set, named after the task
-    unless ``name`` is given."""
+    unless ``name`` is given, less those an ``exclude`` set holds."""
     set_name = name or source[len(reasoning_gym.PREFIX):]
     generated = reasoning_gym.generate_rows(source, rows, seed, params)  # checks the task and its options first
-    target = check_output(set_path(set_name, out), kind="prompts", overwrite=overwrite, flag="--out")
+    inputs = [resolve(spec) for spec in exclude]
+    target = check_output(set_path(set_name, out), kind="prompts", overwrite=overwrite, inputs=inputs, flag="--out")
     df, skipped = to_prompt_set(generated, set_name)
+    df, excluded = without(df, exclude)
     origin = f"{source} rows={rows} seed={seed}" + "".join(f" {k}={v}" for k, v in params.items())
-    return Written(set_name, write_set(df, target, origin), df.height, skipped)
+    origin += "".join(f" exclude={spec}" for spec in exclude)
+    return Written(set_name, write_set(df, target, origin), df.height, skipped, excluded)
 
 
 def import_path(
     path: Path, name: str | None = None, out: Path | None = None, split: str | None = None, plain: bool = False,
-    overwrite: bool = False,
+    overwrite: bool = False, exclude: tuple[str, ...] = (),
 ) -> list[Written]:
-    """Convert a local file or folder into prompt sets, one per file (a saved dataset is one). Every target is
-    checked before the first is written."""
+    """Convert a local file or folder into prompt sets, one per file (a saved dataset is one), less the problems an
+    ``exclude`` set holds. Every target is checked before the first is written."""
     path = Path(path)
     if path.is_dir() and not is_saved_dataset(path):
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".parquet") and not p.name.startswith("."))
@@ -243,10 +261,12 @@ def import_path(
         sources = [(f, default_name(f)) for f in files]
     else:
         sources = [(path, name or default_name(path))]
-    targets = [check_output(set_path(n, out), kind="prompts", overwrite=overwrite, inputs=[path], flag="--out") for _, n in sources]
+    inputs = [path, *(resolve(spec) for spec in exclude)]
+    targets = [check_output(set_path(n, out), kind="prompts", overwrite=overwrite, inputs=inputs, flag="--out") for _, n in sources]
     written = []
     for (source, set_name), target in zip(sources, targets):
         entry = known(set_name)
         df, skipped = to_prompt_set(read_rows(source, split), set_name, entry.rename if entry else None, plain)
-        written.append(Written(set_name, write_set(df, target, str(source.resolve())), df.height, skipped))
+        df, excluded = without(df, exclude)
+        written.append(Written(set_name, write_set(df, target, str(source.resolve())), df.height, skipped, excluded))
     return written

@@ -4,7 +4,8 @@ reasoning-gym (Apache-2.0, ``pip install 'crl[tasks]'``) holds about a hundred p
 number theory, logic, string manipulation, ...), each a seeded generator with an exact answer. A task is named as
 reasoning-gym names it (``reasoning-gym:letter_counting``), its generator options are ``--param KEY=VALUE``
 (values read as JSON where they parse: ``--param min_words=5``), and the same task, options, seed and row count
-give the same set on any machine, so a held-out split is the same task under another seed. Rows become
+give the same set on any machine. The library draws problem i from seed + i, so a held-out split takes a seed far
+from the training rows, and ``--exclude`` keeps the problems it shares with them out of the training set. Rows become
 ``id`` ``TASK-SSSS-NNNNN``, ``prompt`` (the generator's question, which says how to answer), ``answer`` and
 ``source`` ``reasoning-gym:TASK``; grading is crl's own verifier, not the library's ``score_answer``.
 """
