@@ -11,6 +11,9 @@ Arms, per task and seed:
   the recipe's learning rate for all);
 - ``replay``: the same with ``train.replay`` = M: each round trains on the verified groups of the last M rounds
   (clipped objectives correct the older rounds with truncated importance ratios; contrastive ones need none);
+- ``dynamic``: the same with ``generate.dynamic_sampling`` on, which only dapo has by default: prompts are drawn
+  until the round holds ``prompts_per_round`` groups with a right and a wrong answer (does an objective lose to
+  dapo because of its loss or because it trains on fewer groups?);
 - ``offline``: the online dapo run's state after N rounds, then ``crl train`` with a contrastive objective over
   the verified/ folders of those N rounds for E epochs, then ``crl eval`` with the recipe's evaluation.
 
@@ -26,6 +29,7 @@ starts from.
 
     python bench/real_objectives.py --tasks arith --objectives dapo grpo --seeds 0      # a part of the sweep
     python bench/real_objectives.py --arms replay offline --seeds 0 1 2
+    python bench/real_objectives.py --arms dynamic --dynamic-objectives rence --seeds 0
     python bench/real_objectives.py --report                                            # every finished run
     python bench/real_objectives.py --report --plot                                     # and the figure
     python bench/real_objectives.py --report --markdown                                 # the table in Markdown
@@ -112,6 +116,7 @@ def flags(settings: dict, prefix: str = "") -> list[str]:
     """A table of settings as ``--set KEY=VALUE`` items."""
     out: list[str] = []
     for key, value in settings.items():
+        value = json.dumps(value) if isinstance(value, bool) else value  # TOML's true and false
         out += flags(value, f"{prefix}{key}.") if isinstance(value, dict) else ["--set", f"{prefix}{key}={value}"]
     return out
 
@@ -324,10 +329,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--objectives", nargs="*", default=list(OBJECTIVES))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="*", default=["online"], choices=("online", "replay", "offline"))
+    parser.add_argument("--arms", nargs="*", default=["online"], choices=("online", "replay", "dynamic", "offline"))
     parser.add_argument("--replay", type=int, default=3, help="the replay arm's window M (rounds)")
     parser.add_argument("--replay-objectives", nargs="*", default=["dapo", "rence"])
     parser.add_argument("--replay-option", nargs="*", default=[], help="the replay arm's objective options (KEY=VALUE)")
+    parser.add_argument("--dynamic-objectives", nargs="*", default=["rence", "conspo"])
     parser.add_argument("--offline-rounds", type=int, default=None, help="N online dapo rounds before the offline pass (default: half the recipe's)")
     parser.add_argument("--offline-epochs", type=int, default=OFFLINE_EPOCHS)
     parser.add_argument("--offline-objective", default="rence")
@@ -351,6 +357,9 @@ def main() -> None:
             for objective in args.replay_objectives if "replay" in args.arms else ():
                 replay = merged(settings, {"train": {"replay": args.replay}})
                 online(task, objective, seed, args.out / name / f"replay-m{args.replay}", replay, None, tuple(args.replay_option))
+            for objective in args.dynamic_objectives if "dynamic" in args.arms else ():
+                dynamic = merged(settings, {"generate": {"dynamic_sampling": True}})
+                online(task, objective, seed, args.out / name / "dynamic", dynamic, None)
             if "offline" in args.arms:
                 base = online(task, "dapo", seed, args.out / name / "online", settings, n)
                 offline(task, base, n, args.offline_epochs, args.offline_objective, args.out / name / "offline",
