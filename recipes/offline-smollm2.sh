@@ -11,9 +11,10 @@
 # (rence: NCE of each positive against its group's negatives, scored by the log-ratio to the warm-up policy, so
 # the stored samples need no importance correction). Each stored round keeps its own groups, and the offline
 # pass takes as many optimiser steps per epoch as the warm-up took (two a round), so a step sees as many groups.
-# bench/real_objectives.py (the offline arm) measures this against the online run, same seeds. Measured so far
-# (bench/README.md, one seed): on SmolLM2's arithmetic set one epoch of rence took the warm-up's 0.405 to 0.460
-# held-out avg@4 without sampling; two epochs fell to 0.318, hence one by default.
+# bench/real_objectives.py (the offline arm) measures this against the online run, same seeds. Measured
+# (bench/README.md): on SmolLM2's arithmetic set one epoch of rence moved three seeds' warm-up states by +5.5,
+# -6.8 and +6.5 points of held-out avg@4 without sampling (no reliable gain at this scale); two epochs lost 8.8
+# on seed 0, hence one by default.
 set -euo pipefail
 run=${1:?give a new run folder, e.g. runs/offline}
 config=${CONFIG:-recipes/smollm2-arith.toml}
