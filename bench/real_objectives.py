@@ -30,6 +30,7 @@ starts from.
     python bench/real_objectives.py --tasks arith --objectives dapo grpo --seeds 0      # a part of the sweep
     python bench/real_objectives.py --arms replay offline --seeds 0 1 2
     python bench/real_objectives.py --arms dynamic --dynamic-objectives rence --seeds 0
+    python bench/real_objectives.py --tasks chain --objectives rence --option score=normalized   # an ablation
     python bench/real_objectives.py --report                                            # every finished run
     python bench/real_objectives.py --report --plot                                     # and the figure
     python bench/real_objectives.py --report --markdown                                 # the table in Markdown
@@ -330,6 +331,7 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="*", default=list(OBJECTIVES))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--arms", nargs="*", default=["online"], choices=("online", "replay", "dynamic", "offline"))
+    parser.add_argument("--option", nargs="*", default=[], help="the online arm's objective options (KEY=VALUE), an ablation")
     parser.add_argument("--replay", type=int, default=3, help="the replay arm's window M (rounds)")
     parser.add_argument("--replay-objectives", nargs="*", default=["dapo", "rence"])
     parser.add_argument("--replay-option", nargs="*", default=[], help="the replay arm's objective options (KEY=VALUE)")
@@ -353,7 +355,8 @@ def main() -> None:
             task = TASKS[name]
             n = args.offline_rounds or recipe_rounds(task, settings) // 2
             for objective in args.objectives if "online" in args.arms else ():
-                online(task, objective, seed, args.out / name / "online", settings, n if objective == "dapo" else None)
+                online(task, objective, seed, args.out / name / "online", settings, n if objective == "dapo" else None,
+                       tuple(args.option))
             for objective in args.replay_objectives if "replay" in args.arms else ():
                 replay = merged(settings, {"train": {"replay": args.replay}})
                 online(task, objective, seed, args.out / name / f"replay-m{args.replay}", replay, None, tuple(args.replay_option))
