@@ -92,15 +92,18 @@ def assert_same_log(a: Path, b: Path) -> None:
             torch.testing.assert_close(la[col].to_torch().double(), lb[col].to_torch().double(), rtol=1e-4, atol=1e-7)
 
 
-def assert_same_update(base: Path, a: Path, b: Path, rtol: float = 1e-4) -> None:
-    """The two updates agree to ``rtol`` over the whole model, and to 100x that in every tensor."""
+def assert_same_update(base: Path, a: Path, b: Path, rtol: float = 5e-4, tensor_rtol: float = 1e-2) -> None:
+    """The two updates agree to ``rtol`` over the whole model and to ``tensor_rtol`` in every tensor. Two Adam steps
+    amplify fp32 reduction-order differences by an amount that depends on the CPU (1.25e-4 seen on one machine,
+    under 1e-4 on others); a group counted twice or left out by one rank turns the update far more, and a
+    gradient scaled wrongly across ranks shows in the logged grad_norm (``assert_same_log``)."""
     w0, wa, wb = (load_file(p / "model.safetensors") for p in (base, a, b))
     assert sorted(wa) == sorted(wb)
     diff, size = torch.zeros(()), torch.zeros(())
     for name in wa:
         update = (wa[name] - w0[name]).norm()
         assert update > 0, name
-        assert (wa[name] - wb[name]).norm() <= 100 * rtol * update, name
+        assert (wa[name] - wb[name]).norm() <= tensor_rtol * update, name
         diff, size = diff + (wa[name] - wb[name]).norm() ** 2, size + update**2
     assert diff.sqrt() <= rtol * size.sqrt()
 
@@ -148,7 +151,7 @@ def test_two_process_checkpoint_is_whole_and_continues_on_one(two_rounds):
     assert all(isinstance(k, str) for k in optimizer["state"])  # full state, keyed by parameter name
     assert optimizer["state"]["model.embed_tokens.weight"]["exp_avg"].shape == weights["model.embed_tokens.weight"].shape
     # round 2 from the 2-process checkpoint ≈ round 2 from the 1-process one (their starts differ by ~1e-5)
-    assert_same_update(tmp / "one-1", tmp / "one-2", tmp / "one-from-two", rtol=1e-2)
+    assert_same_update(tmp / "one-1", tmp / "one-2", tmp / "one-from-two", rtol=1e-2, tensor_rtol=1.0)
     assert not any(p.name.startswith(".crl-tmp-") for p in tmp.iterdir())
 
 
